@@ -1,0 +1,272 @@
+"""Suite loading: YAML with file:line errors, `extends` deep-merge, `--set` overrides, full validation.
+
+Nothing runs before the whole suite is valid: every cell (cells x axes) is resolved into a `RunConfig` here, so a
+bad axis value fails at `validate` time with the file, line and dotted path of the field.
+YAML is read with `yaml.SafeLoader` only: no object construction, no import paths, no code from config.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .registry import did_you_mean
+from .schema import RunConfig, SuiteConfig
+
+RUN_SECTIONS = tuple(RunConfig.model_fields)  # model, tokenizer, corpus, pretrain, finetune
+
+
+class ConfigError(Exception):
+    """A user error in a suite, an override or the CLI: one line naming file, line and dotted field."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None, path: str | None = None):
+        self.message, self.file, self.line, self.path = message, file, line, path
+        where = f"{file}:{line}" if file and line else (file or "")
+        parts = [p for p in (where, path) if p]
+        super().__init__(f"{': '.join(parts)}: {message}" if parts else message)
+
+
+@dataclass
+class Source:
+    """Where each dotted path of the merged suite was written: path tuple -> (file, line)."""
+
+    lines: dict[tuple, tuple[str, int]] = field(default_factory=dict)
+    root_file: str = ""
+
+    def where(self, path: tuple) -> tuple[str, int | None]:
+        for n in range(len(path), -1, -1):  # nearest written ancestor
+            if path[:n] in self.lines:
+                return self.lines[path[:n]]
+        return self.root_file, None
+
+
+def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
+    out[prefix] = (file, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[prefix + (key.value,)] = (file, key.start_mark.line + 1)
+            _node_lines(value, file, prefix + (key.value,), out)
+            out[prefix + (key.value,)] = (file, key.start_mark.line + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _node_lines(item, file, prefix + (i,), out)
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"YAML syntax error: {problem}", str(path), mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise ConfigError("a suite must be a YAML mapping (key: value)", str(path), 1)
+    lines: dict = {}
+    _node_lines(node, str(path), (), lines)
+    return data, lines
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` wins; nested mappings merge key by key; lists and scalars are replaced whole."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise ConfigError(f"cyclic extends: {cycle}", str(chain[-1]))
+    data, lines = _read_yaml(path)
+    parents = data.pop("extends", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        file, line = lines.get(("extends",), (str(path), None))
+        raise ConfigError("extends must be a file name or a list of file names", file, line, "extends")
+    merged, merged_lines = {}, {}
+    for parent in parents:
+        pdata, plines = _load_with_extends(path.parent / parent, (*chain, path))
+        pdata.pop("name", None)  # a suite's name is its own, never inherited
+        merged, merged_lines = deep_merge(merged, pdata), {**merged_lines, **plines}
+    return deep_merge(merged, data), {**merged_lines, **lines}
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """`a.b=c` -> (("a", "b"), value), the value typed by YAML (`10` int, `1e-4` float, `[1,2]` list)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form path=value", "--set")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    value = _fix_numeric_strings(value)
+    path = tuple(key.strip().split("."))
+    if path[0] in RUN_SECTIONS:  # run-config paths are the single addressing scheme: they mean `base.<path>`
+        path = ("base", *path)
+    return path, value
+
+
+def _set_path(data: dict, path: tuple, value: Any) -> dict:
+    data = dict(data)
+    head, *rest = path
+    data[head] = _set_path(data.get(head) if isinstance(data.get(head), dict) else {}, tuple(rest), value) \
+        if rest else value
+    return data
+
+
+_SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _fix_numeric_strings(data: Any) -> Any:
+    """YAML 1.1 reads `1e-4` as a string; read scientific notation as a float everywhere (axes too)."""
+    if isinstance(data, dict):
+        return {k: _fix_numeric_strings(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_fix_numeric_strings(v) for v in data]
+    return float(data) if isinstance(data, str) and _SCI.match(data) else data
+
+
+def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the field `path` (for did-you-mean on unknown keys)."""
+    for part in path:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        ann = getattr(info, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return model if part == path[-1] else None
+    return model
+
+
+def _raise_validation(err: ValidationError, source: Source, model: type[BaseModel], prefix: tuple = (),
+                      at: tuple | None = None) -> None:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    dotted = ".".join(str(p) for p in (*prefix, *loc) if not str(p).startswith("function-"))
+    file, line = source.where(at if at is not None else (*prefix, *loc))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        holder = _model_at(model, loc[:-1]) if len(loc) > 1 else model
+        known = list(holder.model_fields) if holder else []
+        msg = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
+    elif "input" in first and first["type"] not in ("missing",):
+        msg = f"{msg} (got {first['input']!r})"
+    raise ConfigError(msg, file, line, dotted or None)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of a suite: a label, its axis values (dotted path -> value) and the resolved run config."""
+
+    label: str
+    axes: dict[str, Any]
+    config: RunConfig
+
+
+@dataclass
+class Suite:
+    config: SuiteConfig
+    cells: list[Cell]
+    path: Path
+    source: Source
+
+
+def cell_name(axes: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in axes.items())
+
+
+def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
+    names, values = list(cfg.axes), list(cfg.axes.values())
+    if cfg.zip_axes:
+        if len({len(v) for v in values}) > 1:
+            file, line = source.where(("axes",))
+            raise ConfigError("zip_axes needs axes of equal length", file, line, "axes")
+        combos = list(zip(*values))
+    else:
+        combos = list(itertools.product(*values))
+    base = cfg.base.model_dump()
+    cells = []
+    for ci, spec in enumerate(cfg.cells):
+        for combo in combos:
+            data, axes = base, {}
+            for path_str, value in (*spec.set.items(), *zip(names, combo)):
+                path = tuple(path_str.split("."))
+                if path[0] not in RUN_SECTIONS:
+                    where = ("cells", ci, "set", path_str) if path_str in spec.set else ("axes", path_str)
+                    file, line = source.where(where)
+                    raise ConfigError(f"'{path_str}' is not a run setting; paths start with one of "
+                                      f"{', '.join(RUN_SECTIONS)}{did_you_mean(path[0], RUN_SECTIONS)}",
+                                      file, line, path_str)
+                data = _set_path(data, path, value)
+            for name, value in zip(names, combo):
+                axes[name] = value
+            try:
+                run = RunConfig.model_validate(data)
+            except ValidationError as e:
+                loc = ".".join(str(p) for p in e.errors()[0]["loc"])
+                at = ("axes", loc) if loc in cfg.axes else ("cells", ci, "set", loc) if loc in spec.set else \
+                    ("base", *e.errors()[0]["loc"])
+                _raise_validation(e, source, RunConfig, (), at)
+            label = spec.label or cell_name(axes) or "default"
+            if spec.label and axes:
+                label = f"{spec.label} ({cell_name(axes)})"
+            cells.append(Cell(label=label, axes=axes, config=run))
+    labels = [c.label for c in cells]
+    dup = next((lbl for lbl in labels if labels.count(lbl) > 1), None)
+    if dup:
+        raise ConfigError(f"two cells resolve to the same label '{dup}'", *source.where(("cells",)), "cells")
+    return cells
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
+    """Load, merge, override and validate a suite; raise ConfigError (file:line: path: message) on any error."""
+    path = Path(path)
+    data, lines = _load_with_extends(path)
+    source = Source(lines={k: v for k, v in lines.items()}, root_file=str(path))
+    for text in overrides:
+        key, value = parse_override(text)
+        data = _set_path(data, key, value)
+        source.lines[key] = ("--set", None)
+    data = _fix_numeric_strings(data)
+    try:
+        cfg = SuiteConfig.model_validate(data)
+    except ValidationError as e:
+        _raise_validation(e, source, SuiteConfig)
+    _check_tasks(cfg, source)
+    return Suite(config=cfg, cells=_expand_cells(cfg, source), path=path, source=source)
+
+
+def _check_tasks(cfg: SuiteConfig, source: Source) -> None:
+    from .tasks import TASKS, task_from_dict  # registries resolved once, at load time
+
+    custom = {}
+    for i, d in enumerate(cfg.custom_tasks):
+        try:
+            spec = task_from_dict(d)
+        except ValidationError as e:
+            _raise_validation(e, source, SuiteConfig, ("custom_tasks", i))
+        custom[spec.name] = spec
+    known = [*TASKS.names(), *custom]
+    for i, name in enumerate(cfg.tasks):
+        if name not in known:
+            file, line = source.where(("tasks", i))
+            raise ConfigError(f"unknown task '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}",
+                              file, line, f"tasks[{i}]")

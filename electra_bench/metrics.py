@@ -1,0 +1,186 @@
+"""Evaluation metrics: one registry of named metrics with their semantics, plus GLUE / leaderboard averages.
+
+Every metric is `fn(preds, labels) -> float` on raw values in [0, 1] (or [-1, 1] for correlations); `scale` says
+how tables report it (x100, as the paper and the GLUE leaderboard do). `higher_is_better` is what Optuna
+directions, "best" markers and early stopping read (STYLE.md #8). Implemented with scikit-learn, SciPy and seqeval
+directly, never `evaluate.load`, which needs the hub (stack-notes.md "evaluate 0.4.6").
+
+Conventions (electra-reference.md §12):
+- ELECTRA's GLUE headline: MCC for CoLA, Spearman for STS-B, accuracy for the rest; the GLUE score is the mean
+  of the per-task headlines (Paper §3.1) -> `glue_score`.
+- GLUE leaderboard: tasks with several metrics (MRPC/QQP: F1 + accuracy, STS-B: Pearson + Spearman) contribute
+  the unweighted mean of those (GLUE paper §3.4) -> `leaderboard_score`.
+- CoNLL-2003 NER: entity-level micro P/R/F1 as conlleval.pl computes them -> `ner_scores`, `entity_*` metrics.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from seqeval import metrics as seqeval_metrics
+from sklearn import metrics as sk
+
+from electra_bench.registry import Registry
+
+# seqeval's default mode (no `mode`/`scheme` argument) reproduces conlleval.pl: a span starts at B-X, or at an
+# I-X that does not continue a span of type X. `mode="strict", scheme=IOB2` scores the same predictions lower
+# (stack-notes.md "seqeval"), so the mode is part of the result: records must carry this string.
+NER_METRIC_MODE = "seqeval-default(conlleval)"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[Sequence[Any], Sequence[Any]], float]  # fn(preds, labels) -> raw value
+    higher_is_better: bool
+    scale: float  # reported value = raw * scale (100: percentage points, as in the paper's tables)
+    label: str  # column header in tables
+
+    @property
+    def direction(self) -> str:
+        """Optuna's study direction for this metric."""
+        return "maximize" if self.higher_is_better else "minimize"
+
+    def __call__(self, preds: Sequence[Any], labels: Sequence[Any]) -> float:
+        if len(preds) != len(labels):
+            raise ValueError(f"metric '{self.name}': {len(preds)} predictions but {len(labels)} labels")
+        if len(labels) == 0:
+            raise ValueError(f"metric '{self.name}': no examples")
+        return float(self.fn(preds, labels))
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(metric: Metric) -> Metric:
+    return METRICS.register(metric.name, metric)
+
+
+def _accuracy(preds, labels) -> float:
+    return sk.accuracy_score(labels, preds)
+
+
+def _f1(preds, labels) -> float:
+    # Binary F1 of the positive class 1 (MRPC "equivalent", QQP "duplicate"), as GLUE and HF `evaluate` glue do.
+    return sk.f1_score(labels, preds, pos_label=1, average="binary", zero_division=0.0)
+
+
+def _mcc(preds, labels) -> float:
+    # scikit-learn returns 0.0 when a row or column of the confusion matrix is empty (e.g. constant predictions).
+    return sk.matthews_corrcoef(labels, preds)
+
+
+def _correlation(fn: Callable) -> Callable[[Sequence, Sequence], float]:
+    def corr(preds, labels) -> float:
+        # A constant prediction vector has no defined correlation (SciPy gives NaN with a warning). Report 0.0,
+        # the same convention scikit-learn uses for MCC, so a collapsed tiny model scores "no correlation"
+        # instead of poisoning seed medians and Optuna with NaN.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            value = fn(np.asarray(preds, dtype=float), np.asarray(labels, dtype=float)).statistic
+        return 0.0 if math.isnan(value) else float(value)
+
+    return corr
+
+
+def _entity(key: str) -> Callable[[Sequence, Sequence], float]:
+    def score(preds, labels) -> float:
+        return ner_scores(labels, preds)[key]
+
+    return score
+
+
+for _m in (
+    Metric("accuracy", _accuracy, True, 100.0, "Acc"),
+    Metric("f1", _f1, True, 100.0, "F1"),
+    Metric("mcc", _mcc, True, 100.0, "MCC"),
+    Metric("pearson", _correlation(stats.pearsonr), True, 100.0, "Pearson"),
+    Metric("spearman", _correlation(stats.spearmanr), True, 100.0, "Spearman"),
+    # Over sequences of tag strings (one list per sentence); see NER_METRIC_MODE.
+    Metric("entity_f1", _entity("f1"), True, 100.0, "Entity F1"),
+    Metric("entity_precision", _entity("precision"), True, 100.0, "Entity P"),
+    Metric("entity_recall", _entity("recall"), True, 100.0, "Entity R"),
+):
+    register_metric(_m)
+
+
+def ner_scores(true_tag_seqs: Sequence[Sequence[str]], pred_tag_seqs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Entity-level micro P/R/F1 (conlleval-compatible, see NER_METRIC_MODE), per entity type, and a token report.
+
+    Returns {"precision", "recall", "f1", "mode", "per_type": {type: {precision, recall, f1, support}},
+    "token_report": scikit-learn classification_report dict over the flattened tags, O included}.
+    """
+    if len(true_tag_seqs) != len(pred_tag_seqs):
+        raise ValueError(f"ner_scores: {len(true_tag_seqs)} gold sentences but {len(pred_tag_seqs)} predicted")
+    y_true = [list(s) for s in true_tag_seqs]
+    y_pred = [list(s) for s in pred_tag_seqs]
+    for i, (t, p) in enumerate(zip(y_true, y_pred)):
+        if len(t) != len(p):
+            raise ValueError(f"ner_scores: sentence {i} has {len(t)} gold tags but {len(p)} predicted")
+    # zero_division=0: a type never predicted has precision 0, not a warning (conlleval prints 0.00 too).
+    report = seqeval_metrics.classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    per_type = {
+        name: {"precision": float(r["precision"]), "recall": float(r["recall"]),
+               "f1": float(r["f1-score"]), "support": int(r["support"])}
+        for name, r in report.items() if not name.endswith(" avg")
+    }
+    flat_true = [tag for s in y_true for tag in s]
+    flat_pred = [tag for s in y_pred for tag in s]
+    token_report = sk.classification_report(flat_true, flat_pred, output_dict=True, zero_division=0)
+    return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
+            "mode": NER_METRIC_MODE, "per_type": per_type, "token_report": token_report}
+
+
+def _as_tag_strings(seqs: Sequence[Sequence[Any]], tag_set: Sequence[str]) -> list[list[str]]:
+    """Tag ids -> tag strings (model outputs are ids into the task's tag set); strings pass through."""
+    return [[tag_set[t] if isinstance(t, (int, np.integer)) else t for t in seq] for seq in seqs]
+
+
+def compute_metrics(spec: Any, preds: Sequence[Any], labels: Sequence[Any]) -> dict[str, float]:
+    """All of the task's metrics (raw, unscaled), keyed by metric name.
+
+    `spec` is a TaskSpec (anything with `.kind`, `.labels`, `.metrics`). Tagging tasks take one sequence per
+    sentence, of tag ids into `spec.labels` or of tag strings.
+    """
+    if spec.kind == "tagging":
+        preds, labels = _as_tag_strings(preds, spec.labels), _as_tag_strings(labels, spec.labels)
+    return {name: METRICS.get(name)(preds, labels) for name in spec.metrics}
+
+
+def headline(spec: Any, metrics: Mapping[str, float]) -> float:
+    """The task's paper headline metric (MCC CoLA, Spearman STS-B, entity F1 NER, accuracy otherwise)."""
+    if spec.headline not in metrics:
+        raise KeyError(f"task '{spec.name}': headline metric '{spec.headline}' missing; got {sorted(metrics)}")
+    return float(metrics[spec.headline])
+
+
+def glue_score(headlines: Mapping[str, float]) -> float:
+    """ELECTRA's GLUE score: the plain mean of per-task headline metrics (Paper §3.1; 8 dev tasks, no WNLI).
+
+    Which tasks enter is the caller's choice (the suite's task list); this only averages.
+    """
+    if not headlines:
+        raise ValueError("glue_score: no tasks")
+    return float(np.mean([float(v) for v in headlines.values()]))
+
+
+def leaderboard_score(per_task_metrics: Mapping[str, Mapping[str, float]]) -> float:
+    """GLUE leaderboard-style score: mean over tasks of the unweighted mean of each task's metrics.
+
+    Pass `compute_metrics` outputs of GLUE tasks: MRPC/QQP then contribute mean(accuracy, F1) and STS-B
+    mean(Pearson, Spearman), as the GLUE leaderboard does (GLUE paper §3.4).
+    """
+    if not per_task_metrics:
+        raise ValueError("leaderboard_score: no tasks")
+    task_means = []
+    for task, values in per_task_metrics.items():
+        if not values:
+            raise ValueError(f"leaderboard_score: task '{task}' has no metrics")
+        task_means.append(np.mean([float(v) for v in values.values()]))
+    return float(np.mean(task_means))

@@ -1,0 +1,101 @@
+"""Training algorithms for generator + discriminator (Paper §3.2, Figure 3 right, Appendix F).
+
+    joint        minimise L_MLM(G) + lambda * L_Disc(D) together; no gradient from D into G (the default)
+    two_stage    train G alone with L_MLM for the first part of training; then initialise D's encoder from G's
+                 (equal sizes) and train D alone with L_Disc while G is frozen. Without that initialisation D
+                 "would sometimes fail to learn at all beyond the majority class" (§3.2).
+    adversarial  G is trained with REINFORCE to maximise D's loss on the tokens it replaced, with a learned
+                 baseline (App. F); D is trained as usual. Not a GAN on images: the samples are discrete tokens.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .generators import masked_mean
+from .objectives import Batch, ElectraObjective, PretrainOutput, gen_counts, rtd_counts
+
+
+class Algorithm:
+    name = "joint"
+
+    def __init__(self, objective: nn.Module):
+        self.objective = objective
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Called before each step (two_stage switches stage here)."""
+
+    def loss(self, batch: Batch, rng: torch.Generator | None) -> PretrainOutput:
+        return self.objective(batch, rng=rng)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class TwoStage(Algorithm):
+    name = "two_stage"
+
+    def __init__(self, objective: ElectraObjective, switch_fraction: float):
+        super().__init__(objective)
+        self.switch_fraction, self.stage = switch_fraction, 1
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        if self.stage == 1 and step >= round(self.switch_fraction * total_steps):
+            self.start_stage_two()
+
+    def start_stage_two(self) -> None:
+        obj = self.objective
+        g_body, d_body = obj.generator.model.electra, obj.discriminator.electra
+        if g_body is not d_body:
+            d_body.load_state_dict(g_body.state_dict())  # D starts from G (equal sizes, §3.2)
+        obj.train_generator = False  # G is frozen: it only proposes replacements now
+        self.stage = 2
+
+    def loss(self, batch: Batch, rng: torch.Generator | None) -> PretrainOutput:
+        obj = self.objective
+        if self.stage == 2:
+            return obj(batch, rng=rng)
+        sel, masked = obj.select_and_mask(batch, rng)
+        proposal = obj.generator(masked, batch.attention_mask, batch.token_type_ids, sel, rng)
+        zero = proposal.mlm_loss.new_zeros(())
+        return PretrainOutput(proposal.mlm_loss, proposal.mlm_loss.detach(), zero, gen_counts(proposal, sel))
+
+    def state_dict(self) -> dict:
+        return {"stage": self.stage}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("stage") == 2 and self.stage == 1:
+            self.start_stage_two()
+
+
+class Adversarial(Algorithm):
+    name = "adversarial"
+
+    def __init__(self, objective: ElectraObjective):
+        super().__init__(objective)
+        hidden = objective.generator.model.config.hidden_size
+        # learned baseline b(h_t) for the REINFORCE reward (App. F); part of the objective so it is optimised
+        objective.add_module("reinforce_baseline", nn.Linear(hidden, 1))
+
+    def loss(self, batch: Batch, rng: torch.Generator | None) -> PretrainOutput:
+        obj = self.objective
+        sel, proposal, corrupted, labels = obj.corrupt(batch, rng)
+        logits, weights, bce = obj.disc_scores(batch, sel, corrupted, labels)
+        disc_loss = masked_mean(bce, weights)
+        # reward at each selected position: D's loss on the token G put there, if G replaced it (App. F)
+        replaced = labels.gather(1, sel.positions) * sel.weights  # [B, K]
+        reward = bce.gather(1, sel.positions).detach() * replaced  # [B, K]
+        baseline = obj.reinforce_baseline(proposal.hidden.detach()).squeeze(-1).float()  # [B, K]
+        advantage = (reward - baseline).detach()
+        policy_loss = -masked_mean(advantage * proposal.log_prob_samples, sel.weights)
+        baseline_loss = masked_mean((baseline - reward) ** 2, sel.weights)
+        loss = policy_loss + baseline_loss + obj.disc_weight * disc_loss
+        stats = {**gen_counts(proposal, sel), **rtd_counts(logits, labels, weights),
+                 "n_scored": weights.sum(), "n_replaced": (labels * weights).sum()}
+        return PretrainOutput(loss, proposal.mlm_loss.detach(), disc_loss.detach(), stats)
+
+
+ALGORITHMS = {"joint": Algorithm, "two_stage": TwoStage, "adversarial": Adversarial}

@@ -1,0 +1,192 @@
+"""One linear pre-training loop: build, loop (step, log, eval, checkpoint), return.
+
+Resumable: the full training state (model, optimiser, scheduler, RNG, step; the data position follows from the
+step and the seeded per-epoch permutation) is written atomically every `save_every` steps and at each checkpoint
+fraction; a killed run continues from the last state and produces the same losses as an uninterrupted run.
+Checkpoints at fractions of training (T1 rows: 6.25 ... 100%) are `save_pretrained` directories of the
+discriminator (or MLM encoder), each usable by fine-tuning.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import progress
+from .corpus import Blocks
+from .model.algorithms import Algorithm
+from .model.objectives import Batch, PretrainOutput
+from .optim import linear_schedule, make_optimizer
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    adam_eps: float
+    betas: tuple[float, float]
+    bias_correction: bool
+    grad_clip: float
+    eval_every: int
+    eval_batches: int
+    checkpoints: tuple[float, ...]
+    seed: int
+    precision: str  # fp32 | bf16
+    device: str  # cpu | cuda
+    log_every: int = 50
+    save_every: int = 500
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when the loss becomes NaN or infinite: the unit fails with this reason, the suite goes on."""
+
+
+def to_batch(blocks: Blocks, rows: np.ndarray, device: str) -> Batch:
+    ids = torch.from_numpy(blocks.input_ids[rows].astype(np.int64)).to(device)
+    types = torch.from_numpy(blocks.token_type_ids[rows].astype(np.int64)).to(device)
+    return Batch(input_ids=ids, attention_mask=(ids != 0).long(), token_type_ids=types)
+
+
+def batch_rows(n_blocks: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Rows of the batch at `step`: a fresh seeded permutation per epoch, so the data position is the step."""
+    per_epoch = n_blocks // batch_size
+    epoch, i = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
+    return perm[i * batch_size:(i + 1) * batch_size]
+
+
+class RTDMeter:
+    """Sums the objective's counts and turns them into the GR `metric_fn` metrics (electra-reference §7.1)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.losses: dict[str, list[float]] = {"gen_loss": [], "disc_loss": [], "loss": []}
+        self.probs: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def add(self, out: PretrainOutput) -> None:
+        for k, v in out.stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.losses["gen_loss"].append(float(out.gen_loss))
+        self.losses["disc_loss"].append(float(out.disc_loss))
+        self.losses["loss"].append(float(out.loss))
+        if out.disc_probs is not None:
+            self.probs.append(out.disc_probs.float().cpu())
+            self.labels.append(out.disc_labels.float().cpu())
+
+    def metrics(self) -> dict[str, float]:
+        s, out = self.sums, {k: float(np.mean(v)) for k, v in self.losses.items() if v}
+        if s.get("n_selected"):
+            if "gen_correct" in s:
+                out["gen_mlm_acc"] = s["gen_correct"] / s["n_selected"]
+            if "sampled_correct" in s:
+                out["sampled_acc"] = s["sampled_correct"] / s["n_selected"]
+        if "disc_tp" in s:
+            tp, fp, fn, tn = s["disc_tp"], s["disc_fp"], s["disc_fn"], s["disc_tn"]
+            out["disc_acc"] = (tp + tn) / max(tp + fp + fn + tn, 1)
+            out["disc_precision"] = tp / (tp + fp) if tp + fp else 0.0
+            out["disc_recall"] = tp / (tp + fn) if tp + fn else 0.0
+        if s.get("n_scored"):
+            out["replaced_frac"] = s["n_replaced"] / s["n_scored"]
+        if self.probs:
+            labels, probs = torch.cat(self.labels).numpy(), torch.cat(self.probs).numpy()
+            if 0 < labels.sum() < len(labels):
+                from sklearn.metrics import roc_auc_score
+
+                out["disc_auc"] = float(roc_auc_score(labels, probs))
+        return out
+
+
+@torch.no_grad()
+def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict[str, float]:
+    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off."""
+    objective = algorithm.objective
+    was_training = objective.training
+    objective.eval()
+    rng = torch.Generator(device=s.device).manual_seed(1234)
+    meter = RTDMeter()
+    n = min(len(heldout), s.eval_batches * s.batch_size)
+    for start in range(0, n, s.batch_size):
+        rows = np.arange(start, min(start + s.batch_size, n))
+        with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+            meter.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
+    objective.train(was_training)
+    return meter.metrics()
+
+
+def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: int, rng: torch.Generator) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": algorithm.objective.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "rng": rng.get_state(),
+                "algorithm": algorithm.state_dict()}, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous state intact
+
+
+def checkpoint_dir(out_dir: Path, fraction: float) -> Path:
+    return out_dir / f"checkpoint-{fraction * 100:g}pct"
+
+
+def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
+             tokenizer, log=lambda metrics, step: None, show_progress: bool = True) -> dict[str, float]:
+    """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(s.seed)
+    objective = algorithm.objective.to(s.device)
+    optimizer = make_optimizer(objective, s.lr, s.weight_decay, s.adam_eps, s.betas, s.bias_correction)
+    scheduler = linear_schedule(optimizer, s.steps, s.warmup_steps)
+    rng = torch.Generator(device=s.device).manual_seed(s.seed)
+    state_path, step = out_dir / "state.pt", 0
+    if state_path.exists():
+        state = torch.load(state_path, map_location=s.device, weights_only=False)
+        algorithm.load_state_dict(state["algorithm"])
+        objective.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.set_state(state["rng"].cpu() if s.device == "cpu" else state["rng"])
+        step = state["step"]
+    ckpt_steps = {max(1, round(f * s.steps)): f for f in s.checkpoints}
+    meter, t_log, tokens = RTDMeter(), time.perf_counter(), 0
+    objective.train()
+    with progress.bar(s.steps, "pretrain", show_progress) as bar:
+        bar.update(step)
+        while step < s.steps:
+            algorithm.on_step(step, s.steps)
+            batch = to_batch(train, batch_rows(len(train), s.batch_size, step, s.seed), s.device)
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                out = algorithm.loss(batch, rng)
+            if not math.isfinite(float(out.loss.detach())):
+                raise NonFiniteLoss(f"pre-training loss is {float(out.loss.detach())} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), s.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            meter.add(out)
+            tokens += int(batch.attention_mask.sum())
+            if step % s.log_every == 0 or step == s.steps:
+                now = time.perf_counter()
+                metrics = {f"train/{k}": v for k, v in meter.metrics().items()}
+                metrics["train/lr"] = scheduler.get_last_lr()[0]
+                metrics["train/tokens_per_s"] = tokens / max(now - t_log, 1e-9)
+                log(metrics, step)
+                bar.update(0, f"loss {metrics['train/loss']:.3f} rec {metrics.get('train/disc_recall', 0):.2f}")
+                meter, t_log, tokens = RTDMeter(), now, 0
+            if step % s.eval_every == 0 or step == s.steps:
+                log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s).items()}, step)
+            if step in ckpt_steps:
+                save = checkpoint_dir(out_dir, ckpt_steps[step])
+                objective.encoder().save_pretrained(save)
+                tokenizer.save_pretrained(save)
+            if step % s.save_every == 0 or step in ckpt_steps or step == s.steps:
+                _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
+            bar.update(1)
+    return evaluate(algorithm, heldout, s)

@@ -1,0 +1,470 @@
+"""Records of finished units and the statistics over them (DESIGN.md principle 7: results are records).
+
+Owns `results/<suite>/records.jsonl`: one JSON object per line, one line per finished unit (a pretraining run or
+one fine-tuning task x seed). The runner appends with `append_record`; tables, plots and verdicts read the file
+back with `read_records` and never need MLflow or a GPU.
+
+Statistics follow the paper: a (cell, task) is summarised by the *median* over fine-tuning seeds (Paper §3.1;
+fine-tuning is noisy and a few runs fail, which a mean would absorb), with mean ± sd and a seeded bootstrap 95% CI
+of the median beside it. Bootstrap resampling uses `numpy.random.default_rng(seed)` so the same records always
+give the same intervals. Verdicts on paper claims (`evaluate_claims`) are pure functions of records.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from electra_bench.registry import did_you_mean
+
+UNITS = ("pretrain", "finetune")
+# Every record names its suite, unit, identity, cell, axes, task, seed, metrics, flags and code version.
+COMMON_KEYS = ("suite", "unit", "run_key", "cell", "axes", "task", "seed", "metrics", "flags", "code_version")
+# A fine-tuning record also says which metric is its headline and which way is better (STYLE.md #8).
+FINETUNE_KEYS = ("headline_metric", "headline", "higher_is_better")
+# Flagged fine-tuning runs are excluded from the statistics and counted instead, never silently averaged.
+DEGENERATE, DIVERGED = "degenerate", "diverged"
+N_RESAMPLES, CI_LEVEL = 2000, 0.95  # 2000: enough for stable 2.5/97.5 percentiles, milliseconds per cell
+
+
+class RecordError(ValueError):
+    """An invalid record; the message starts with `file:line:` when the record came from a file."""
+
+
+class TornRecordWarning(UserWarning):
+    """The final line of a records file lacks its newline: a writer crashed mid-append; the line is ignored."""
+
+
+# ---------------------------------------------------------------------------------------------------- file I/O
+
+
+def validate_record(record: object, where: str = "record") -> dict:
+    """Check the keys and types every reader relies on; raise RecordError naming `where` (file:line)."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    need = COMMON_KEYS + (FINETUNE_KEYS if record.get("unit") == "finetune" else ())
+    missing = [k for k in need if k not in record]
+    if missing:
+        raise RecordError(f"{where}: missing key(s) {', '.join(missing)}")
+    if record["unit"] not in UNITS:
+        unit = record["unit"]
+        raise RecordError(f"{where}: unit '{unit}' is not one of {UNITS}{did_you_mean(str(unit), UNITS)}")
+    for key, typ in (("axes", dict), ("metrics", dict), ("flags", list), ("cell", str), ("run_key", str)):
+        if not isinstance(record[key], typ):
+            raise RecordError(f"{where}: '{key}' must be a {typ.__name__}")
+    if record["unit"] == "finetune" and not isinstance(record["task"], str):
+        raise RecordError(f"{where}: a finetune record needs a task name")
+    return record
+
+
+def dedupe(records: Iterable[dict]) -> list[dict]:
+    """One record per run_key, the last one written wins (a re-run of the same unit replaces the earlier)."""
+    by_key: dict[str, dict] = {}
+    for r in records:
+        by_key.pop(r["run_key"], None)  # move to the position of its latest occurrence
+        by_key[r["run_key"]] = r
+    return list(by_key.values())
+
+
+def read_records(path: str | Path, *, unique: bool = True) -> list[dict]:
+    """All records of a JSON-lines file, deduplicated by run_key (last wins) unless `unique=False`.
+
+    Any invalid line raises RecordError naming `file:line`. The one exception is a final line without its
+    trailing newline: `append_record` writes line and newline in one call, so such a line is a torn write, not
+    a record; it is ignored with a TornRecordWarning (a complete-looking one too, as the newline is the commit).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # the bytes after the last newline: b"" for a well-formed file
+    if tail:
+        warnings.warn(f"{path}:{len(lines) + 1}: torn final line (no trailing newline) ignored: {tail[:80]!r}",
+                      TornRecordWarning, stacklevel=2)
+    records = []
+    for lineno, raw in enumerate(lines, start=1):
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RecordError(f"{where}: not a JSON record ({e})") from None
+        records.append(validate_record(obj, where))
+    return dedupe(records) if unique else records
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Append one record as one line, safely against crashes and concurrent writers.
+
+    The whole line (newline included) goes out in a single `os.write` on an O_APPEND descriptor under an
+    exclusive `flock`, then `fsync`: a crash leaves either the full line or a tail without a newline, which
+    `read_records` ignores. A torn tail left by an earlier crash is moved to `<path>.torn` first, so the new
+    line never glues onto half a line. NaN is allowed (a diverged run's metrics) and keys are sorted.
+    """
+    validate_record(record)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _set_aside_torn_tail(fd, path)
+        written = os.write(fd, line)
+        if written != len(line):  # never seen on local files; fail loudly rather than leave a short line
+            raise OSError(f"{path}: short write ({written} of {len(line)} bytes)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _set_aside_torn_tail(fd: int, path: Path) -> None:
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    data = os.pread(fd, size, 0)
+    keep = data.rfind(b"\n") + 1  # 0 when the whole file is one torn line
+    with open(f"{path}.torn", "ab") as f:
+        f.write(data[keep:] + b"\n")
+    os.ftruncate(fd, keep)
+    warnings.warn(f"{path}: torn final line moved to {path}.torn before appending", TornRecordWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class CellTaskStats:
+    """Headline statistics of one (cell, task) over its fine-tuning seeds; NaN where n is too small."""
+
+    cell: str
+    task: str
+    metric: str  # the headline metric name, e.g. "accuracy"
+    higher_is_better: bool
+    seeds: tuple[int, ...]  # seeds of the kept runs, ascending
+    values: tuple[float, ...]  # headline values of the kept runs, in seed order
+    median: float
+    mean: float
+    sd: float  # sample sd (ddof=1); NaN for n < 2
+    ci_low: float  # bootstrap 95% CI of the median
+    ci_high: float
+    n_degenerate: int  # runs flagged "degenerate" (predicted one class), excluded from the above
+    n_diverged: int  # runs flagged "diverged" or with a non-finite headline, excluded from the above
+    n_superseded: int  # older records of the same (cell, task, seed) replaced by a later one
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def _resampled_stat(values: Sequence[float], stat: Callable, rng: np.random.Generator, n: int) -> np.ndarray:
+    """`stat` of `n` bootstrap resamples of `values` -> array (n,). `stat` must accept `axis=` (numpy does)."""
+    v = np.asarray(values, dtype=float)
+    return stat(v[rng.integers(0, len(v), size=(n, len(v)))], axis=1)
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_group_ci(groups: Sequence[Sequence[float]], stat: Callable = np.median, *,
+                       n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean_g stat(group g), groups (tasks) resampled independently: with one group per
+    GLUE task this is the CI of a GLUE score. (nan, nan) when a group is empty. Seeded, hence deterministic."""
+    if not groups or any(len(g) == 0 for g in groups):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    return _interval(np.mean([_resampled_stat(g, stat, rng, n_resamples) for g in groups], axis=0), level)
+
+
+def bootstrap_ci(values: Sequence[float], stat: Callable = np.median, **kw) -> tuple[float, float]:
+    """Percentile bootstrap CI of `stat(values)` (keywords as in `bootstrap_group_ci`)."""
+    return bootstrap_group_ci([values], stat, **kw)
+
+
+@dataclass(frozen=True)
+class DiffCI:
+    """Point estimate and bootstrap CI of a difference a − b."""
+
+    point: float
+    ci_low: float
+    ci_high: float
+
+
+def bootstrap_group_diff_ci(groups_a: Sequence[Sequence[float]], groups_b: Sequence[Sequence[float]],
+                            stat: Callable = np.median, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
+                            level: float = CI_LEVEL) -> DiffCI:
+    """CI of mean_g stat(a_g) − mean_g stat(b_g): each group (task) resampled independently.
+
+    With one group per side this is the difference of two cells on one task; with one group per GLUE task it is
+    the difference of GLUE scores (mean of per-task medians). Cells are resampled independently because seed k
+    of one cell and seed k of another fine-tune different checkpoints: the runs are not paired.
+    """
+    rng = np.random.default_rng(seed)
+    side = [np.mean([_resampled_stat(g, stat, rng, n_resamples) for g in gs], axis=0) for gs in (groups_a, groups_b)]
+    point = float(np.mean([stat(np.asarray(g, float)) for g in groups_a])
+                  - np.mean([stat(np.asarray(g, float)) for g in groups_b]))
+    return DiffCI(point, *_interval(side[0] - side[1], level))
+
+
+def bootstrap_diff_ci(values_a: Sequence[float], values_b: Sequence[float], stat: Callable = np.median,
+                      **kw) -> DiffCI:
+    """Bootstrap CI of stat(values_a) − stat(values_b) (keywords as in `bootstrap_group_diff_ci`)."""
+    return bootstrap_group_diff_ci([values_a], [values_b], stat, **kw)
+
+
+def _latest_per_seed(records: list[dict]) -> tuple[list[dict], int]:
+    """Keep one record per seed: the latest `finished_at` (file order breaks ties). Returns (kept, n_dropped).
+
+    Different run_keys for the same cell/task/seed arise when code or data versions change and the suite is
+    re-run; counting both would inflate n, so the newer wins and the count of replaced ones is reported.
+    """
+    best: dict[int, tuple[str, int, dict]] = {}
+    for i, r in enumerate(records):
+        key = (str(r.get("finished_at") or ""), i, r)
+        if r["seed"] not in best or key[:2] > best[r["seed"]][:2]:
+            best[r["seed"]] = key
+    kept = [best[s][2] for s in sorted(best)]
+    return kept, len(records) - len(kept)
+
+
+def _cell_task_stats(cell: str, task: str, records: list[dict], n_resamples: int, seed: int) -> CellTaskStats:
+    kept, n_superseded = _latest_per_seed(records)
+    directions = {bool(r["higher_is_better"]) for r in kept}
+    metrics = {r["headline_metric"] for r in kept}
+    if len(directions) > 1 or len(metrics) > 1:
+        raise RecordError(f"cell '{cell}' task '{task}': records disagree on the headline metric or its direction "
+                          f"({sorted(metrics)}, higher_is_better {sorted(directions)})")
+    # A degenerate run that also diverged counts once, as degenerate; an unflagged NaN headline is a divergence.
+    kind = [DEGENERATE if DEGENERATE in r["flags"] else DIVERGED if DIVERGED in r["flags"] or not _finite(r["headline"])
+            else "" for r in kept]
+    good = [r for r, k in zip(kept, kind) if not k]
+    v = np.array([float(r["headline"]) for r in good])
+    lo, hi = bootstrap_ci(v, n_resamples=n_resamples, seed=seed)
+    return CellTaskStats(
+        cell=cell, task=task, metric=metrics.pop(), higher_is_better=directions.pop(),
+        seeds=tuple(r["seed"] for r in good), values=tuple(float(x) for x in v),
+        median=float(np.median(v)) if len(v) else math.nan, mean=float(v.mean()) if len(v) else math.nan,
+        sd=float(v.std(ddof=1)) if len(v) > 1 else math.nan, ci_low=lo, ci_high=hi,
+        n_degenerate=kind.count(DEGENERATE), n_diverged=kind.count(DIVERGED), n_superseded=n_superseded)
+
+
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def aggregate(records: Iterable[dict], *, n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[CellTaskStats]:
+    """Statistics per (cell, task) over the fine-tuning records, sorted by (cell, task) for determinism."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        if r["unit"] == "finetune":
+            groups.setdefault((r["cell"], r["task"]), []).append(r)
+    return [_cell_task_stats(c, t, groups[(c, t)], n_resamples, seed) for c, t in sorted(groups)]
+
+
+@dataclass(frozen=True)
+class GlueScore:
+    """Mean over `tasks` of the headline medians; None when a task is missing (a partial mean would mislead)."""
+
+    value: float | None
+    tasks: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def glue_score(stats: Iterable[CellTaskStats], tasks: Sequence[str]) -> dict[str, GlueScore]:
+    """GLUE score per cell over exactly the listed `tasks` (the table's GLUE tasks; CoNLL is not one)."""
+    medians: dict[str, dict[str, float]] = {}
+    for s in stats:
+        if s.n:
+            medians.setdefault(s.cell, {})[s.task] = s.median
+    out = {}
+    for cell, m in sorted(medians.items()):
+        missing = tuple(t for t in tasks if t not in m)
+        value = None if missing or not tasks else float(np.mean([m[t] for t in tasks]))
+        out[cell] = GlueScore(value, tuple(tasks), missing)
+    return out
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """What names a cell in tables: its label when the suite gives one, else the cell string."""
+
+    cell: str
+    label: str | None
+    axes: Mapping[str, object]
+
+    @property
+    def name(self) -> str:
+        return self.label or self.cell or "default"
+
+
+def cell_infos(records: Iterable[dict]) -> dict[str, CellInfo]:
+    """CellInfo per cell string, sorted by cell; conflicting labels or axes for one cell raise."""
+    infos: dict[str, CellInfo] = {}
+    for r in records:
+        info = CellInfo(r["cell"], r.get("label"), r["axes"])
+        old = infos.setdefault(r["cell"], info)
+        if (old.label, dict(old.axes)) != (info.label, dict(info.axes)):
+            raise RecordError(f"cell '{r['cell']}' has conflicting label/axes: {old} vs {info} (run {r['run_key']})")
+    return dict(sorted(infos.items()))
+
+
+def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
+    """Per cell: median over pretraining seeds of each RTD metric, plus train_flops and params when recorded.
+
+    Runs flagged "diverged" are left out; `n_pretrain` and `n_pretrain_diverged` say how many were used/dropped.
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if r["unit"] == "pretrain":
+            groups.setdefault(r["cell"], []).append(r)
+    out = {}
+    for cell, rs in sorted(groups.items()):
+        good = [r for r in rs if DIVERGED not in r["flags"]]
+        cols: dict[str, list[float]] = {}
+        for r in good:
+            for k, v in [*r["metrics"].items(), ("train_flops", r.get("train_flops")), ("params", r.get("params"))]:
+                if _finite(v):
+                    cols.setdefault(k, []).append(float(v))
+        out[cell] = {k: float(np.median(v)) for k, v in sorted(cols.items())}
+        out[cell].update(n_pretrain=len(good), n_pretrain_diverged=len(rs) - len(good))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- verdicts
+
+VERDICTS = ("reproduced", "contradicted", "inconclusive")
+MIN_RUNS = 3  # fewer kept seeds per task give a near-zero-width bootstrap CI, i.e. false certainty
+_PAIR_KEYS, _BEST_KEYS = {"name", "better", "worse", "metric"}, {"name", "best_among", "expected", "metric"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of one claim; `diff` and its CI are the improvement of `better` over `worse` (direction-aware)."""
+
+    name: str
+    verdict: str  # one of VERDICTS
+    metric: str  # "glue" or a task name
+    better: str  # row name of the cell claimed (pairwise) or found (best_among) to be best
+    worse: str
+    diff: float
+    ci_low: float
+    ci_high: float
+    note: str = ""
+
+
+def select_cells(infos: Mapping[str, CellInfo], selector: str | Mapping) -> list[str]:
+    """Cells matched by a selector: a label or cell string, or a dict of axis values that must all match."""
+    if isinstance(selector, str):
+        return [c for c, i in infos.items() if selector in (i.label, i.cell)]
+    if isinstance(selector, Mapping):
+        return [c for c, i in infos.items() if all(k in i.axes and i.axes[k] == v for k, v in selector.items())]
+    raise TypeError(f"a selector is a label string or an axis dict, not {selector!r}")
+
+
+class _Scores:
+    """Per-cell kept headline values for one claim metric (one group per task; GLUE has one per GLUE task)."""
+
+    def __init__(self, records: list[dict], metric: str, glue_tasks: Sequence[str] | None, min_runs: int):
+        stats = {(s.cell, s.task): s for s in aggregate(records, n_resamples=1)}  # CIs are recomputed per claim
+        self.infos = cell_infos(records)
+        if metric == "glue" and not glue_tasks:
+            raise ValueError("a claim on metric 'glue' needs the list of GLUE tasks")
+        tasks = list(glue_tasks) if metric == "glue" else [metric]
+        known = sorted({t for _, t in stats})
+        if metric != "glue" and metric not in known:
+            raise ValueError(f"claim metric '{metric}' matches no task in the records{did_you_mean(metric, known)}")
+        self.groups: dict[str, list[tuple[float, ...]]] = {}
+        for cell in self.infos:
+            ss = [stats.get((cell, t)) for t in tasks]
+            if all(s is not None and s.n >= min_runs for s in ss):
+                self.groups[cell] = [s.values for s in ss]
+        directions = {s.higher_is_better for (_, t), s in stats.items() if t in tasks}
+        if len(directions) > 1:
+            raise ValueError(f"claim metric '{metric}' mixes higher- and lower-is-better tasks")
+        self.higher_is_better = directions.pop() if directions else True
+
+    def key(self, cell: str) -> float:
+        """Ranking key, larger is better: the (GLUE-averaged) median, negated for lower-is-better metrics."""
+        point = float(np.mean([np.median(g) for g in self.groups[cell]]))
+        return point if self.higher_is_better else -point
+
+    def compare(self, a: str, b: str, n_resamples: int, seed: int) -> DiffCI:
+        """Improvement of a over b with its bootstrap CI."""
+        d = bootstrap_group_diff_ci(self.groups[a], self.groups[b], n_resamples=n_resamples, seed=seed)
+        return d if self.higher_is_better else DiffCI(-d.point, -d.ci_high, -d.ci_low)
+
+
+def _no_data(claim: dict, metric: str, better: str, worse: str, note: str) -> Verdict:
+    return Verdict(claim["name"], "inconclusive", metric, better, worse, math.nan, math.nan, math.nan, note)
+
+
+def _pairwise(claim: dict, sc: _Scores, metric: str, n_resamples: int, seed: int) -> Verdict:
+    ends = []
+    for side in ("better", "worse"):
+        cells = select_cells(sc.infos, claim[side])
+        if len(cells) > 1:
+            raise ValueError(f"claim '{claim['name']}': {side} selector {claim[side]!r} matches {len(cells)} cells: "
+                             f"{', '.join(cells)}")
+        ends.append(cells[0] if cells else None)
+    names = [sc.infos[c].name if c else str(claim[s]) for c, s in zip(ends, ("better", "worse"))]
+    lacking = [n for c, n in zip(ends, names) if c not in sc.groups]
+    if lacking:
+        return _no_data(claim, metric, *names, f"fewer than the minimum runs (or no records) for: {', '.join(lacking)}")
+    d = sc.compare(ends[0], ends[1], n_resamples, seed)
+    verdict = "reproduced" if d.ci_low > 0 else "contradicted" if d.ci_high < 0 else "inconclusive"
+    return Verdict(claim["name"], verdict, metric, *names, d.point, d.ci_low, d.ci_high)
+
+
+def _best_among(claim: dict, sc: _Scores, metric: str, n_resamples: int, seed: int) -> Verdict:
+    expected = {c for sel in claim["expected"] for c in select_cells(sc.infos, sel)}
+    candidates = list(dict.fromkeys(c for sel in [*claim["best_among"], *claim["expected"]]
+                                    for c in select_cells(sc.infos, sel)))
+    ranked = sorted((c for c in candidates if c in sc.groups), key=sc.key, reverse=True)  # stable: ties keep order
+    skipped = [sc.infos[c].name for c in candidates if c not in sc.groups]
+    note = f"skipped (too few runs or no records): {', '.join(skipped)}" if skipped else ""
+    inside, outside = [c for c in ranked if c in expected], [c for c in ranked if c not in expected]
+    if not inside or not outside:
+        return _no_data(claim, metric, "", "", f"need data both inside and outside `expected`. {note}".strip())
+    top = ranked[0]
+    rival = (outside if top in expected else inside)[0]  # the best cell on the other side of the claim
+    d = sc.compare(top, rival, n_resamples, seed)
+    verdict = "inconclusive" if d.ci_low <= 0 else "reproduced" if top in expected else "contradicted"
+    return Verdict(claim["name"], verdict, metric, sc.infos[top].name, sc.infos[rival].name,
+                   d.point, d.ci_low, d.ci_high, note)
+
+
+def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks: Sequence[str] | None = None, *,
+                    min_runs: int = MIN_RUNS, n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[Verdict]:
+    """Verdict per claim, from records alone. Rules:
+
+    * Pairwise `{"name", "better", "worse", "metric"}`: with the bootstrap 95% CI of the improvement of `better`
+      over `worse` (median of kept seeds per task; for metric "glue" the mean over `glue_tasks` of medians,
+      each task resampled independently): "reproduced" if the CI lies above 0, "contradicted" if below 0,
+      "inconclusive" if it contains 0. Improvement is better − worse, or worse − better for lower-is-better.
+    * `{"name", "best_among", "expected", "metric"}`: rank all selected cells by point estimate. If the best is in
+      `expected` and its CI against the best cell outside `expected` lies above 0: "reproduced". If the best is
+      outside `expected` and its CI against the best cell inside lies above 0: "contradicted". Otherwise
+      "inconclusive". "metric" defaults to "glue" for this form.
+    * A selector is a label/cell string or an axis dict; a pairwise side must match at most one cell. A cell with
+      fewer than `min_runs` kept (unflagged) runs on any needed task, or no records, yields "inconclusive" with
+      a note: a verdict is never drawn from a zero-width interval. Malformed claims raise ValueError.
+    """
+    out = []
+    for claim in claims:
+        keys = set(claim)
+        best_form = keys in (_BEST_KEYS, _BEST_KEYS - {"metric"})
+        form = _pairwise if keys == _PAIR_KEYS else _best_among if best_form else None
+        if form is None:
+            raise ValueError(f"claim {claim.get('name', claim)!r}: keys {sorted(keys)} are neither "
+                             f"{sorted(_PAIR_KEYS)} nor {sorted(_BEST_KEYS)}")
+        metric = claim.get("metric", "glue")
+        sc = _Scores(list(records), metric, glue_tasks, min_runs)
+        out.append(form(claim, sc, metric, n_resamples, seed))
+    return out

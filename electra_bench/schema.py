@@ -1,0 +1,194 @@
+"""The config schema: every knob of the harness, its default, and where the default comes from.
+
+Defaults live here and nowhere else (DESIGN.md principle 2). Each field is addressed by its dotted path
+(`pretrain.disc_weight`), the one name used by `--set`, suite axes, Optuna spaces, MLflow params and tables.
+Paper tables cited as "T6" (pre-training hyperparameters) and "T7" (fine-tuning hyperparameters).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    """Discriminator (and MLM baseline) encoder. The generator is derived from it (sizes.generator_dims)."""
+
+    size: Literal["tiny", "mini", "small", "base", "large"] = "small"  # T6 presets (+ CPU-scale tiny/mini)
+    hidden_size: int | None = Field(None, gt=0)  # overrides the preset; T6 Small: 256
+    num_layers: int | None = Field(None, gt=0)  # T6 Small: 12
+    num_heads: int | None = Field(None, gt=0)  # T6 Small: 4
+    intermediate_size: int | None = Field(None, gt=0)  # T6 Small: 1024
+    embedding_size: int | None = Field(None, gt=0)  # factorised embedding, T6 Small: 128 (projected to hidden)
+    dropout: float = Field(0.1, ge=0, lt=1)  # T6: 0.1
+    attention_dropout: float = Field(0.1, ge=0, lt=1)  # T6: 0.1
+    max_position_embeddings: int = Field(512, gt=0)  # BERT/ELECTRA default
+    attention: Literal["eager", "sdpa"] = "eager"  # eager was faster with bf16 on CPU (stack-notes)
+
+
+class TokenizerConfig(Strict):
+    vocab: str = "vocab/bert-base-uncased-vocab.txt"  # ELECTRA's uncased vocab; relative to the data root
+    train_vocab_size: int | None = Field(None, ge=256)  # train a WordPiece vocab of this size on the corpus
+    train_max_bytes: int = Field(50_000_000, gt=0)  # corpus text read to train that vocab
+    lowercase: bool = True  # ELECTRA models are uncased (electra-reference §12.2)
+
+
+class CorpusConfig(Strict):
+    # Modern prose, the closest to ELECTRA's Wikipedia+books/OWT domain (data README §3c-3e).
+    sources: list[str] = ["corpus/wikipedia-en-2015/*.txt.gz", "corpus/bbc-news/*.txt.gz",
+                          "corpus/reuters-21578/*.txt.gz"]
+    weights: list[float] | None = None  # mixture weights per source (documents resampled); None = as read
+    max_bytes: int | None = Field(None, gt=0)  # read at most this much text per source (None: all)
+    max_seq_length: int = Field(128, ge=8)  # T6 Small: 128
+    heldout_blocks: int = Field(256, ge=0)  # blocks kept out of training for pre-training eval
+    single_segment_prob: float = Field(0.1, ge=0, le=1)  # GR build_pretraining_dataset: 10% one segment
+    short_seq_prob: float = Field(0.05, ge=0, le=1)  # GR: 5% random target length in [5, max]
+
+    @model_validator(mode="after")
+    def _weights_match(self):
+        if self.weights is not None and len(self.weights) != len(self.sources):
+            raise ValueError(f"weights has {len(self.weights)} entries but sources has {len(self.sources)}")
+        return self
+
+
+class PretrainConfig(Strict):
+    objective: Literal["electra", "electra_15", "replace_mlm", "all_tokens_mlm", "mlm"] = "electra"  # T5
+    algorithm: Literal["joint", "two_stage", "adversarial"] = "joint"  # §3.2, Fig. 3 right, App. F
+    generator_size: float | Literal["unigram"] = 0.25  # fraction of D width; T6 Small 1/4; Fig. 3 "unigram"
+    disc_weight: float = Field(50.0, gt=0)  # lambda, App. A: 50 ("disc loss is much lower than gen loss")
+    gen_weight: float = Field(1.0, gt=0)  # GR configure_pretraining gen_weight
+    mask_prob: float = Field(0.15, gt=0, lt=1)  # T6: 15% Small/Base, 25% Large
+    # "auto" = the paper's choice per objective: ELECTRA style (85% [MASK] / 15% kept, GR code) for the generator
+    # objectives, BERT style (80% [MASK] / 10% random / 10% kept) for `mlm` (Table 5 "BERT", §3.5).
+    mask_style: Literal["auto", "electra", "bert"] = "auto"
+    temperature: float = Field(1.0, gt=0)  # generator sampling temperature (GR `temperature`)
+    tying: Literal["none", "embeddings", "all"] = "embeddings"  # §3.2: tied embeddings (83.6/84.3/84.4)
+    two_stage_switch: float = Field(0.5, gt=0, lt=1)  # two_stage: fraction of steps training G alone
+    lr: float = Field(5e-4, gt=0)  # T6 Small 5e-4
+    warmup_fraction: float = Field(0.01, ge=0, lt=1)  # T6: 10k warmup of 1M steps
+    weight_decay: float = Field(0.01, ge=0)  # T6
+    adam_eps: float = Field(1e-6, gt=0)  # T6
+    adam_beta1: float = Field(0.9, ge=0, lt=1)  # T6
+    adam_beta2: float = Field(0.999, ge=0, lt=1)  # T6
+    adam_bias_correction: bool = True  # False = the official code's AdamWeightDecay (no bias correction)
+    grad_clip: float = Field(1.0, gt=0)  # GR optimization.py global-norm clip
+    batch_size: int = Field(128, gt=0)  # T6 Small: 128
+    steps: int = Field(1_000_000, gt=0)  # T6 Small: 1M; ignored when `budget_flops` is set
+    budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
+    eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
+    eval_batches: int = Field(4, gt=0)
+    checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in v):
+            raise ValueError("checkpoint fractions must be in (0, 1]")
+        return sorted(set(v))
+
+    @field_validator("generator_size")
+    @classmethod
+    def _gen_size(cls, v):
+        if v != "unigram" and not 0 < v <= 1:
+            raise ValueError("generator_size must be in (0, 1] or 'unigram'")
+        return v
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.tying == "all" and self.generator_size != 1:
+            raise ValueError("tying 'all' makes G and D one network: it needs generator_size 1 (§3.2)")
+        if self.algorithm == "two_stage" and self.generator_size != 1:
+            raise ValueError("two_stage initialises D from G: it needs generator_size 1 (§3.2)")
+        if self.generator_size == "unigram" and self.algorithm != "joint":
+            raise ValueError("a unigram generator has nothing to train: algorithm must be 'joint'")
+        if self.objective == "mlm" and self.algorithm != "joint":
+            raise ValueError("objective 'mlm' has no generator: algorithm must be 'joint'")
+        return self
+
+
+class FinetuneConfig(Strict):
+    init: str = "pretrained"  # "pretrained" (this cell's D), "random", a save_pretrained dir, or a hub id
+    checkpoint: float = Field(1.0, gt=0, le=1)  # which pre-training checkpoint (fraction) to fine-tune
+    lr: float = Field(3e-4, gt=0)  # T7 Small 3e-4 (GR code default: 1e-4)
+    layerwise_lr_decay: float = Field(0.8, gt=0, le=1)  # T7 Small/Base 0.8
+    official_layer_decay: bool = False  # True: GR's off-by-one (top layer gets lr*decay^2, GR #51)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)  # T7
+    weight_decay: float = Field(0.0, ge=0)  # T7: 0 (GR code: 0.01)
+    adam_eps: float = Field(1e-6, gt=0)  # T7
+    batch_size: int = Field(32, gt=0)  # T7
+    epochs: float | None = Field(None, gt=0)  # None: the task's default (T7: 3; RTE/STS-B 10)
+    max_seq_length: int = Field(128, ge=8)
+    train_examples: int | None = Field(None, gt=0)  # low-resource: a seeded subsample of the train split
+    dev_examples: int | None = Field(None, gt=0)  # cap the dev split (seeded subsample; None: all)
+    head: Literal["linear", "hf"] = "linear"  # §3.1: linear on [CLS]; "hf": ElectraClassificationHead
+    double_unordered: bool = True  # GR: MRPC/STS-B also train on (B, A) pairs
+    eval_test: bool = False  # also predict the test split (written in submission format)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RunConfig(Strict):
+    """Everything that determines one pre-training cell and its fine-tunes."""
+
+    model: ModelConfig = ModelConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+
+
+class CellSpec(Strict):
+    label: str | None = None  # row name in tables ("ELECTRA", "random init")
+    set: dict[str, Any] = {}  # dotted path -> value, applied on top of `base`
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None  # None: sqlite:///<work_dir>/mlflow.db (embedded); or an MLflow server URL
+    enabled: bool = True
+
+
+class TableConfig(Strict):
+    columns: list[str] | None = None  # tasks shown (default: all suite tasks)
+    extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
+    claims: list[dict[str, Any]] = []  # verdicts, see tables.py
+    plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
+
+
+class SuiteConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$", max_length=100)
+    description: str = ""
+    data_root: str | None = None  # None: $ELECTRA_BENCH_DATA, ./data, then ../shared/data
+    work_dir: str = "work"  # checkpoints, caches, MLflow store (not committed)
+    results_dir: str = "results"  # records and tables (committed)
+    base: RunConfig = RunConfig()
+    cells: list[CellSpec] = [CellSpec()]
+    axes: dict[str, list[Any]] = {}  # dotted path -> values; crossed with cells (cartesian)
+    zip_axes: bool = False  # True: zip the axes (equal lengths) instead of the cartesian product
+    tasks: list[str] = []
+    seeds: list[int] = [0, 1, 2]  # fine-tuning seeds per task (paper: median of 10, §3.1)
+    custom_tasks: list[dict[str, Any]] = []  # new GLUE-TSV / CoNLL tasks by configuration (tasks/base.py)
+    table: TableConfig = TableConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _no_traversal(cls, v: str) -> str:
+        if ".." in v.split("/") or v.startswith("/"):
+            raise ValueError("name must not contain '..' or start with '/' (it names folders)")
+        return v
+
+    @field_validator("axes")
+    @classmethod
+    def _axes_nonempty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in v.items():
+            if not values:
+                raise ValueError(f"axis '{path}' has no values")
+        return v

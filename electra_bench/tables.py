@@ -1,0 +1,370 @@
+"""Tables and plots of a suite, rendered from its records alone plus a table spec (DESIGN.md principle 7).
+
+`render_all(records, spec, out_dir)` writes `table.md` (with the verdicts section), `table.tex` (booktabs),
+`table.csv` (one line per row x column, full precision) and the spec's plots as PNG. The same records give
+byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing reads the clock.
+
+Table spec keys: those of `schema.TableConfig` (columns, extra, reference, claims, plots) plus a few of
+presentation; all optional, unknown keys raise:
+  title           str, heading of table.md
+  columns         [task names], one column each, in this order; a cell shows `median ± sd (n)` of the headline.
+                  None/absent: every task in the records, sorted
+  glue_tasks      [task names] averaged into the GLUE column (default: `columns`; list it when CoNLL is a column);
+                  the column appears when there are at least two
+  rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
+  extra           [names] from the pretrain records: "train_flops", "params" or an RTD metric ("disc_recall", ...)
+  spread          "sd" (default) or "ci": what follows the median in a cell
+  digits          int, decimals of metric values (default 1)
+  reference       {row name: {column: number}}: paper numbers, shown in a "<column> (paper)" column beside ours
+  reference_name  str, the word used for those columns (default "paper")
+  claims          [claims] judged by `results.evaluate_claims` (rules in its docstring) into the verdicts section
+  plots           [{"axis": dotted path | "train_flops" | "params", "metric": task | "glue", "file": "x.png",
+                    "logx": bool}]; file defaults to "<metric>_vs_<axis>.png"
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from electra_bench.registry import did_you_mean
+from electra_bench.results import (CellInfo, Verdict, aggregate, bootstrap_group_ci, cell_infos, evaluate_claims,
+                                   glue_score, pretrain_summary, select_cells)
+
+GLUE = "GLUE"
+SPEC_KEYS = ("title", "columns", "glue_tasks", "rows", "extra", "spread", "digits", "reference",
+             "reference_name", "claims", "plots")
+_SPEC_DEFAULTS = {"title": "Results", "columns": None, "glue_tasks": None, "rows": None, "extra": [],
+                  "spread": "sd", "digits": 1, "reference": {}, "reference_name": "paper", "claims": [], "plots": []}
+
+
+def resolve_spec(spec: Mapping, records: Sequence[dict]) -> dict:
+    """The spec with defaults filled in (None counts as absent); unknown keys or a bad `spread` raise ValueError."""
+    for key in spec:
+        if key not in SPEC_KEYS:
+            raise ValueError(f"table spec: unknown key '{key}'{did_you_mean(key, SPEC_KEYS)}; known: {SPEC_KEYS}")
+    out = {**_SPEC_DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
+    if out["columns"] is None:
+        out["columns"] = sorted({r["task"] for r in records if r["unit"] == "finetune"})
+    if out["glue_tasks"] is None:
+        out["glue_tasks"] = list(out["columns"])
+    if out["spread"] not in ("sd", "ci"):
+        raise ValueError(f"table spec: spread must be 'sd' or 'ci', not {out['spread']!r}")
+    return out
+
+
+@dataclass
+class Entry:
+    """One table cell: the value (median, GLUE score or pretrain figure) and, for tasks, its spread."""
+
+    value: float | None
+    sd: float = math.nan
+    ci: tuple[float, float] = (math.nan, math.nan)
+    n: int | None = None  # kept runs; None for values that are not over fine-tuning seeds
+    n_degenerate: int = 0
+    n_diverged: int = 0
+    best: bool = False
+    reference: float | None = None
+
+
+@dataclass
+class Table:
+    """Everything the renderers print: rows x columns of entries, notes and verdicts."""
+
+    title: str
+    rows: list[str]
+    columns: list[str]
+    entries: dict[tuple[str, str], Entry]
+    reference_columns: list[str]  # columns with at least one reference number
+    spec: dict  # the resolved spec: formatting (digits, spread, reference_name) is read from it
+    notes: list[str] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+def _axis_sort_key(info: CellInfo) -> tuple:
+    # Numbers before strings, so a generator-size sweep reads 0.25, 0.5, 1.0 whatever order the runs finished in.
+    values = tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for _, v in sorted(info.axes.items()))
+    return values, info.name
+
+
+def _row_cells(infos: Mapping[str, CellInfo], selectors: Sequence | None) -> list[str]:
+    if selectors is None:
+        return sorted(infos, key=lambda c: _axis_sort_key(infos[c]))
+    return list(dict.fromkeys(c for sel in selectors for c in select_cells(infos, sel)))
+
+
+def _mark_best(table: Table, column: str, higher_is_better: bool, digits: int) -> None:
+    # Compare at display precision so two values that print the same are both bold.
+    shown = {r: round(e.value, digits) for r in table.rows if (e := table.entries.get((r, column))) and _ok(e.value)}
+    if len(shown) < 2:
+        return
+    best = max(shown.values()) if higher_is_better else min(shown.values())
+    for r, v in shown.items():
+        table.entries[(r, column)].best = v == best
+
+
+def _ok(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def build_table(records: Sequence[dict], spec: Mapping) -> Table:
+    """Aggregate records into a Table following `spec` (see the module docstring for its keys)."""
+    spec = resolve_spec(spec, records)
+    infos, stats = cell_infos(records), aggregate(records)
+    by = {(s.cell, s.task): s for s in stats}
+    cells = _row_cells(infos, spec["rows"])
+    glue_tasks = list(spec["glue_tasks"])
+    columns = list(spec["columns"]) + ([GLUE] if len(glue_tasks) >= 2 else []) + list(spec["extra"])
+    names = [infos[c].name for c in cells]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"table: several cells share the row name(s) {dupes}; give them distinct labels")
+    unknown_cols = sorted({col for ref in spec["reference"].values() for col in ref if col not in columns})
+    if unknown_cols:
+        raise ValueError(f"table spec: reference names column(s) {unknown_cols} that are not in {columns}")
+    # Paper rows we have no records for still appear, so a typo in a reference label is visible, not dropped.
+    rows = names + [r for r in spec["reference"] if r not in names]
+    table = Table(spec["title"], rows, columns, {},
+                  [c for c in columns if any(c in v for v in spec["reference"].values())], spec)
+    glue, pre = glue_score(stats, glue_tasks), pretrain_summary(records)
+    for cell, name in zip(cells, names):
+        for task in spec["columns"]:
+            if (s := by.get((cell, task))) is not None:
+                table.entries[(name, task)] = Entry(s.median if s.n else None, s.sd, (s.ci_low, s.ci_high), s.n,
+                                                    s.n_degenerate, s.n_diverged)
+        if GLUE in columns and cell in glue:
+            groups = [by[(cell, t)].values for t in glue_tasks] if glue[cell].value is not None else []
+            table.entries[(name, GLUE)] = Entry(glue[cell].value, ci=bootstrap_group_ci(groups))
+        for col in spec["extra"]:
+            table.entries[(name, col)] = Entry(pre.get(cell, {}).get(col))
+    for row, ref in spec["reference"].items():
+        for col, value in ref.items():
+            table.entries.setdefault((row, col), Entry(None)).reference = float(value)
+    for task in spec["columns"]:
+        directions = {s.higher_is_better for (c, t), s in by.items() if t == task}
+        if len(directions) > 1:
+            raise ValueError(f"table: records of task '{task}' disagree on higher_is_better")
+        _mark_best(table, task, directions.pop() if directions else True, spec["digits"])
+    if GLUE in columns:
+        _mark_best(table, GLUE, True, spec["digits"])
+    table.notes = _notes(records, stats, spec, columns)
+    table.verdicts = evaluate_claims(records, spec["claims"], glue_tasks) if spec["claims"] else []
+    return table
+
+
+def _notes(records: Sequence[dict], stats: list, spec: dict, columns: list[str]) -> list[str]:
+    suites = sorted({r["suite"] for r in records})
+    versions = sorted({str(r["code_version"]) for r in records})
+    spread = "sd" if spec["spread"] == "sd" else "[bootstrap 95% CI of the median]"
+    notes = [f"Suite: {', '.join(suites) or '-'}; code version: {', '.join(versions) or '-'}.",
+             f"Task cells: median {'± ' if spec['spread'] == 'sd' else ''}{spread} of the headline metric over "
+             "fine-tuning seeds (n kept runs); best per column in bold."]
+    if GLUE in columns:
+        notes.append(f"GLUE: mean of the task medians over {', '.join(spec['glue_tasks'])}.")
+    if any(s.n_degenerate or s.n_diverged for s in stats):
+        notes.append("Runs flagged degenerate (one predicted class) or diverged are excluded and counted in the cell.")
+    if superseded := sum(s.n_superseded for s in stats):
+        notes.append(f"{superseded} older record(s) of re-run seeds superseded by newer ones.")
+    if spec["reference"]:
+        notes.append(f"'({spec['reference_name']})' columns: reference numbers from the table spec, beside ours.")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+
+def _fmt_extra(column: str, x: float) -> str:
+    if column == "params":
+        return f"{x / 1e6:.1f}M"
+    return f"{x:.2e}" if column == "train_flops" else f"{x:.1f}"
+
+
+def _fmt_entry(e: Entry | None, column: str, spec: dict, bold: tuple[str, str]) -> str:
+    if e is None or not _ok(e.value):
+        return "–" if e is None or not (e.n_degenerate or e.n_diverged) else f"– ({_flag_text(e)})"
+    d = spec["digits"]
+    if e.n is None and column != GLUE:
+        return _fmt_extra(column, e.value)
+    value = f"{e.value:.{d}f}"
+    value = f"{bold[0]}{value}{bold[1]}" if e.best else value
+    ci = f" [{e.ci[0]:.{d}f}, {e.ci[1]:.{d}f}]" if spec["spread"] == "ci" and _ok(e.ci[0]) else ""
+    if e.n is None:  # GLUE score: no sd (its seeds are not runs), but its bootstrap CI in "ci" mode
+        return value + ci
+    spread = ci if spec["spread"] == "ci" else f" ± {e.sd:.{d}f}" if _ok(e.sd) else ""
+    flags = f"; {_flag_text(e)}" if e.n_degenerate or e.n_diverged else ""
+    return f"{value}{spread} ({e.n}{flags})"
+
+
+def _flag_text(e: Entry) -> str:
+    parts = [f"{e.n_degenerate} degenerate"] * bool(e.n_degenerate) + [f"{e.n_diverged} diverged"] * bool(e.n_diverged)
+    return ", ".join(parts)
+
+
+def _grid(table: Table, bold: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells shared by markdown and LaTeX; reference columns follow their own column."""
+    spec = table.spec
+    header, body = ["row"], [[r] for r in table.rows]
+    d, ref_name = spec["digits"], spec["reference_name"]
+    for col in table.columns:
+        header.append(col)
+        for row, cells in zip(table.rows, body):
+            cells.append(_fmt_entry(table.entries.get((row, col)), col, spec, bold))
+        if col in table.reference_columns:
+            header.append(f"{col} ({ref_name})")
+            for row, cells in zip(table.rows, body):
+                ref = (table.entries.get((row, col)) or Entry(None)).reference
+                cells.append("–" if ref is None else f"{ref:.{d}f}")
+    return header, body
+
+
+def render_markdown(table: Table) -> str:
+    header, body = _grid(table, ("**", "**"))
+    lines = [f"# {table.title}", "", *[f"- {n}" for n in table.notes], "",
+             "| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    if table.verdicts:
+        lines += ["", "## Verdicts", "", *[render_verdict(v) for v in table.verdicts]]
+    return "\n".join(lines) + "\n"
+
+
+def render_verdict(v: Verdict) -> str:
+    """One markdown list item: claim, verdict, and the improvement of the better over the worse cell with CI."""
+    if not _ok(v.diff):
+        return f"- **{v.name}** ({v.metric}): {v.verdict} — {v.note}"
+    text = (f"- **{v.name}** ({v.metric}): {v.verdict} — {v.better} vs {v.worse}: "
+            f"{v.diff:+.2f} [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]")
+    return text + (f" ({v.note})" if v.note else "")
+
+
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in s)
+
+
+def render_latex(table: Table) -> str:
+    marker = ("\x00B", "\x00E")  # placeholders survive escaping, then become \textbf{...}
+    header, body = _grid(table, marker)
+
+    def cell(s: str) -> str:
+        return _tex(s).replace("±", r"$\pm$").replace(marker[0], r"\textbf{").replace(marker[1], "}")
+
+    lines = [f"% {_tex(table.title)}", *[f"% {_tex(n)}" for n in table.notes],
+             r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+             " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(c) for c in row) + r" \\" for row in body]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def render_csv(table: Table) -> str:
+    """Long format, one line per row x column, floats at full precision (repr) for re-analysis."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row", "column", "value", "sd", "ci_low", "ci_high", "n", "n_degenerate", "n_diverged", "best",
+                "reference"])
+    num = lambda x: "" if not _ok(x) else repr(float(x))  # noqa: E731
+    for row in table.rows:
+        for col in table.columns:
+            if (e := table.entries.get((row, col))) is not None:
+                w.writerow([row, col, num(e.value), num(e.sd), num(e.ci[0]), num(e.ci[1]),
+                            "" if e.n is None else e.n, e.n_degenerate, e.n_diverged, int(e.best), num(e.reference)])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------ plots
+
+def _x_values(records: Sequence[dict], infos: Mapping[str, CellInfo], axis: str) -> dict[str, object]:
+    """x per cell: the axis value, or a pretrain figure ("train_flops", "params") for equal-compute plots."""
+    pre = pretrain_summary(records)
+    xs = {c: i.axes[axis] if axis in i.axes else pre.get(c, {}).get(axis) for c, i in infos.items()}
+    xs = {c: x for c, x in xs.items() if x is not None}
+    if not xs:
+        known = sorted({k for i in infos.values() for k in i.axes} | {k for p in pre.values() for k in p})
+        raise ValueError(f"plot: no cell has '{axis}'{did_you_mean(axis, known)}; known: {known}")
+    return xs
+
+
+def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, out_png: str | Path, *,
+                        glue_tasks: Sequence[str] | None = None, logx: bool | None = None) -> Path:
+    """PNG of `metric` (a task's headline, or "glue") against an axis, one line per setting of the other axes.
+
+    A task shows every kept seed as a faint point and the median as the line (the paper's statistic); "glue"
+    shows the GLUE score with bootstrap 95% CI error bars, since seed k of two tasks are unrelated runs.
+    `logx` defaults to on for train_flops/params. Uses the Agg canvas directly (no pyplot global state).
+    """
+    from matplotlib.figure import Figure  # imported here: tables render without matplotlib until a plot is asked
+
+    if metric == "glue" and not glue_tasks:
+        raise ValueError("plot: metric 'glue' needs glue_tasks")
+    infos, stats = cell_infos(records), {(s.cell, s.task): s for s in aggregate(records)}
+    if metric != "glue" and not any(t == metric for _, t in stats):
+        raise ValueError(f"plot: no records of task '{metric}'{did_you_mean(metric, sorted({t for _, t in stats}))}")
+    xs = _x_values(records, infos, axis_path)
+    categorical = any(isinstance(x, (bool, str)) for x in xs.values())
+    ticks = sorted({str(x) for x in xs.values()}) if categorical else []
+    pos = (lambda x: ticks.index(str(x))) if categorical else float  # noqa: E731
+    series: dict[str, list[str]] = {}
+    for c in sorted(xs, key=lambda c: (_axis_sort_key(infos[c]), pos(xs[c]))):
+        rest = ", ".join(f"{k}={v}" for k, v in sorted(infos[c].axes.items()) if k != axis_path)
+        series.setdefault(rest, []).append(c)
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    for label, cells in series.items():
+        line_x, line_y = [], []
+        for c in sorted(cells, key=lambda c: pos(xs[c])):
+            if metric == "glue":
+                groups = [stats[(c, t)].values for t in glue_tasks if (c, t) in stats and stats[(c, t)].n]
+                if len(groups) < len(glue_tasks):
+                    continue
+                y, (lo, hi) = float(np.mean([np.median(g) for g in groups])), bootstrap_group_ci(groups)
+                ax.errorbar([pos(xs[c])], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor="gray", capsize=3)
+            elif (s := stats.get((c, metric))) is not None and s.n:
+                ax.scatter([pos(xs[c])] * s.n, s.values, s=12, alpha=0.35, color="gray")
+                y = s.median
+            else:
+                continue
+            line_x.append(pos(xs[c]))
+            line_y.append(y)
+        ax.plot(line_x, line_y, marker="o", label=label or None)
+    if categorical:
+        ax.set_xticks(range(len(ticks)), ticks)
+    if logx if logx is not None else axis_path in ("train_flops", "params"):
+        ax.set_xscale("log")
+    ax.set_xlabel(axis_path)
+    headline = {s.metric for (_, t), s in stats.items() if t == metric}
+    ax.set_ylabel("GLUE score" if metric == "glue" else f"{metric} {'/'.join(sorted(headline))} (median over seeds)")
+    if any(series):
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, format="png", dpi=120, metadata={"Software": None})
+    return out_png
+
+
+_PLOT_KEYS = ("axis", "metric", "file", "logx")
+
+
+def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path) -> list[Path]:
+    """Write table.md (with verdicts), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
+    spec = resolve_spec(spec, records)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = build_table(records, spec)
+    paths = []
+    for name, text in (("table.md", render_markdown(table)), ("table.tex", render_latex(table)),
+                       ("table.csv", render_csv(table))):
+        (out / name).write_text(text, encoding="utf-8", newline="\n")
+        paths.append(out / name)
+    for p in spec["plots"]:
+        if bad := [k for k in p if k not in _PLOT_KEYS]:
+            raise ValueError(f"table spec: plot keys {bad} not in {_PLOT_KEYS}{did_you_mean(bad[0], _PLOT_KEYS)}")
+        file = p.get("file") or f"{p['metric']}_vs_{p['axis']}.png".replace("/", "_")
+        paths.append(plot_metric_vs_axis(records, p["axis"], p["metric"], out / file,
+                                         glue_tasks=spec["glue_tasks"], logx=p.get("logx")))
+    return paths

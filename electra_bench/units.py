@@ -1,0 +1,179 @@
+"""What one unit of a suite does: a pre-training cell, from a resolved `RunConfig` to checkpoints.
+
+Turns config sections into plain arguments for tokenizer.py, corpus.py, build.py and pretrain.py, and caches the
+expensive shared inputs (trained vocab, packed corpus) under the work dir, keyed by everything they depend on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import corpus as corpus_mod
+from . import flops
+from .build import build_objective, disc_dims
+from .model.algorithms import ALGORITHMS
+from .model.objectives import Vocab
+from .pretrain import PretrainSettings, pretrain
+from .schema import RunConfig
+from .sizes import generator_dims
+from .tokenizer import file_digest, load_tokenizer, train_wordpiece
+
+
+@dataclass(frozen=True)
+class Env:
+    """Where things are, and how to show progress; not part of any run's identity."""
+
+    data_root: Path
+    work_dir: Path
+    show_progress: bool = True
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.work_dir / "cache"
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+    return name
+
+
+def _data_path(env: Env, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else env.data_root / p
+
+
+def get_tokenizer(run: RunConfig, env: Env):
+    """(tokenizer, identity). The identity is the vocab file's digest, so a retrained vocab changes run keys."""
+    tok_cfg = run.tokenizer
+    if tok_cfg.train_vocab_size is None:
+        vocab = _data_path(env, tok_cfg.vocab)
+        return load_tokenizer(vocab, tok_cfg.lowercase), f"vocab:{file_digest(vocab)}"
+    files = corpus_mod.source_files(env.data_root, run.corpus.sources)
+    key = corpus_mod.corpus_key(files, "train-wordpiece", {"size": tok_cfg.train_vocab_size,
+                                                           "bytes": tok_cfg.train_max_bytes,
+                                                           "lower": tok_cfg.lowercase})
+    out = env.cache_dir / f"vocab-{key}"
+    if not (out / "vocab.txt").exists():
+        per_source = tok_cfg.train_max_bytes // len(files)
+        texts = (line for src in files for doc in corpus_mod.iter_documents(src, per_source) for line in doc)
+        tmp = env.cache_dir / f"vocab-{key}.tmp"
+        train_wordpiece(texts, tok_cfg.train_vocab_size, tmp, tok_cfg.lowercase)
+        tmp.rename(out)
+    return load_tokenizer(out / "vocab.txt", tok_cfg.lowercase), f"vocab:{file_digest(out / 'vocab.txt')}"
+
+
+def get_blocks(run: RunConfig, tokenizer, tokenizer_id: str, env: Env, seed: int = 0):
+    """(train blocks, held-out blocks) for the run's corpus, packed once and cached as Arrow."""
+    c = run.corpus
+    files = corpus_mod.source_files(env.data_root, c.sources)
+    settings = {"len": c.max_seq_length, "bytes": c.max_bytes, "single": c.single_segment_prob,
+                "short": c.short_seq_prob, "weights": c.weights, "seed": seed, "v": 1}
+    key = corpus_mod.corpus_key(files, tokenizer_id, settings)
+    env.cache_dir.mkdir(parents=True, exist_ok=True)
+    blocks = corpus_mod.cached_blocks(env.cache_dir, key, lambda: corpus_mod.build_blocks(
+        files, tokenizer, c.max_seq_length, c.max_bytes, seed, c.single_segment_prob, c.short_seq_prob, c.weights))
+    n_held = min(c.heldout_blocks, len(blocks) // 10)
+    train = corpus_mod.Blocks(blocks.input_ids[n_held:], blocks.token_type_ids[n_held:])
+    held = corpus_mod.Blocks(blocks.input_ids[:n_held], blocks.token_type_ids[:n_held])
+    return train, held
+
+
+def flops_per_step(run: RunConfig, vocab_size: int) -> float:
+    pre, dims = run.pretrain, disc_dims(run.model)
+    disc = flops.EncoderDims.from_dims(dims, vocab_size)
+    gen = None
+    if pre.objective != "mlm" and pre.generator_size != "unigram":
+        gen = flops.EncoderDims.from_dims(generator_dims(dims, float(pre.generator_size)), vocab_size)
+    return flops.train_flops_per_step(disc, gen, pre.objective, run.corpus.max_seq_length, pre.batch_size,
+                                      pre.mask_prob)
+
+
+def planned_steps(run: RunConfig, vocab_size: int) -> int:
+    """`pretrain.steps`, or the steps that spend `pretrain.budget_flops` (equal compute across cells, T1/T5)."""
+    pre = run.pretrain
+    if pre.budget_flops is None:
+        return pre.steps
+    return max(1, flops.steps_for_budget(pre.budget_flops, flops_per_step(run, vocab_size)))
+
+
+def vocab_of(tokenizer) -> Vocab:
+    special = sorted({tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id,
+                      tokenizer.mask_token_id, tokenizer.unk_token_id})
+    return Vocab(size=len(tokenizer), mask_id=tokenizer.mask_token_id, special_ids=tuple(special))
+
+
+def settings_for(run: RunConfig, steps: int, device: str) -> PretrainSettings:
+    pre = run.pretrain
+    return PretrainSettings(
+        steps=steps, batch_size=pre.batch_size, lr=pre.lr, warmup_steps=round(pre.warmup_fraction * steps),
+        weight_decay=pre.weight_decay, adam_eps=pre.adam_eps, betas=(pre.adam_beta1, pre.adam_beta2),
+        bias_correction=pre.adam_bias_correction, grad_clip=pre.grad_clip, eval_every=pre.eval_every,
+        eval_batches=pre.eval_batches, checkpoints=tuple(pre.checkpoints), seed=pre.seed,
+        precision=pre.precision, device=device, log_every=min(50, max(1, steps // 20)))
+
+
+def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None) -> dict:
+    """Pre-train one cell into `out_dir`; returns {"metrics", "train_flops", "params", "steps"}."""
+    tokenizer, tok_id = get_tokenizer(run, env)
+    train, held = get_blocks(run, tokenizer, tok_id, env)
+    vocab = vocab_of(tokenizer)
+    counts = torch.from_numpy(np.bincount(train.input_ids.ravel(), minlength=vocab.size)) \
+        if run.pretrain.generator_size == "unigram" else None
+    torch.manual_seed(run.pretrain.seed)  # the same seed gives the same initial weights
+    objective = build_objective(run.model, run.pretrain, vocab, counts)
+    algo_cls = ALGORITHMS[run.pretrain.algorithm]
+    algorithm = algo_cls(objective, run.pretrain.two_stage_switch) if run.pretrain.algorithm == "two_stage" \
+        else algo_cls(objective)
+    steps = planned_steps(run, vocab.size)
+    device = resolve_device(run.pretrain.device)
+    settings = settings_for(run, steps, device)
+    fps = flops_per_step(run, vocab.size)
+    log({"pretrain/flops_per_step": fps, "pretrain/steps": steps, "pretrain/train_blocks": len(train)}, 0)
+    metrics = pretrain(algorithm, train, held, settings, out_dir, tokenizer, log, env.show_progress)
+    params = sum(p.numel() for p in objective.encoder().parameters())
+    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps}
+
+
+def config_digest(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def finetune_settings(run: RunConfig, spec, seed: int, device: str):
+    from .finetune import FinetuneSettings
+
+    ft = run.finetune
+    return FinetuneSettings(
+        lr=ft.lr, layerwise_decay=ft.layerwise_lr_decay, official_layer_decay=ft.official_layer_decay,
+        warmup_fraction=ft.warmup_fraction, weight_decay=ft.weight_decay, adam_eps=ft.adam_eps,
+        batch_size=ft.batch_size, epochs=ft.epochs if ft.epochs is not None else spec.epochs,
+        max_seq_length=ft.max_seq_length, train_examples=ft.train_examples, dev_examples=ft.dev_examples,
+        head=ft.head, double_unordered=ft.double_unordered, precision=ft.precision, device=device, seed=seed)
+
+
+def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str | None,
+                 log=lambda m, s: None) -> dict:
+    """Fine-tune one (task, seed) from `encoder_source` (a save_pretrained dir or hub id; None = random init)."""
+    from .build import electra_config
+    from .finetune import finetune
+    from .model.heads import EncoderWithHead, load_encoder
+    from transformers import AutoTokenizer
+
+    if encoder_source is None:
+        tokenizer, _ = get_tokenizer(run, env)
+        cfg = electra_config(disc_dims(run.model), len(tokenizer), run.model)
+    else:
+        tokenizer, cfg = AutoTokenizer.from_pretrained(encoder_source), None
+    torch.manual_seed(seed)  # head (and, for random init, encoder) initialisation depends on the seed
+    encoder = load_encoder(encoder_source, cfg)
+    n_out = 1 if spec.kind == "regression" else len(spec.labels)
+    model = EncoderWithHead(encoder, n_out, per_token=spec.kind == "tagging", head=run.finetune.head)
+    settings = finetune_settings(run, spec, seed, resolve_device(run.finetune.device))
+    return finetune(spec, model, tokenizer, settings, env.data_root, log, env.show_progress)

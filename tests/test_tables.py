@@ -1,0 +1,110 @@
+"""Tables and plots from records alone (electra_bench/tables.py).
+
+The golden files in tests/fixtures/records/ were rendered once from `generator_size.jsonl` (hand-made records:
+three generator sizes and a "random init" row, one degenerate CoLA run per two cells, one diverged RTE run, one
+re-run seed) and checked by eye: medians, the GLUE mean over cola/sst2/rte, bold best values, paper columns.
+To regenerate after an intended format change: `python tests/test_tables.py` and review the diff.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from electra_bench.results import read_records
+from electra_bench.tables import build_table, plot_metric_vs_axis, render_all, render_csv, render_latex, render_markdown
+
+FIXTURES = Path(__file__).parent / "fixtures" / "records"
+RECORDS = FIXTURES / "generator_size.jsonl"
+G = "pretrain.generator_size"
+SPEC = {
+    "title": "Generator size (fixture)",
+    "columns": ["cola", "sst2", "rte"],
+    "extra": ["train_flops", "params", "disc_recall"],
+    # Illustrative reference numbers (not the paper's): one matching row, one row with no records.
+    "reference": {f"{G}=0.25": {"GLUE": 67.0, "sst2": 88.0}, "BERT": {"GLUE": 60.0}},
+    "claims": [
+        {"name": "small generator beats equal-size", "better": {G: 0.25}, "worse": {G: 1.0}, "metric": "glue"},
+        {"name": "pretraining helps RTE", "better": {G: 0.5}, "worse": "random init", "metric": "rte"},
+        {"name": "1/4 vs 1/2 on sst2", "better": {G: 0.25}, "worse": {G: 0.5}, "metric": "sst2"},
+        {"name": "best generator at 1/4-1/2", "best_among": [{G: 0.25}, {G: 0.5}, {G: 1.0}],
+         "expected": [{G: 0.25}, {G: 0.5}]},
+    ],
+    "plots": [{"axis": G, "metric": "glue"}, {"axis": "train_flops", "metric": "sst2"}],
+}
+
+
+def records() -> list[dict]:
+    return read_records(RECORDS)
+
+
+def test_markdown_and_latex_match_the_golden_files():
+    table = build_table(records(), SPEC)
+    assert render_markdown(table) == (FIXTURES / "generator_size.table.md").read_text()
+    assert render_latex(table) == (FIXTURES / "generator_size.table.tex").read_text()
+
+
+def test_same_records_in_any_order_give_byte_identical_outputs(tmp_path):
+    recs = records()
+    render_all(recs, {**SPEC, "plots": []}, tmp_path / "a")
+    random.Random(0).shuffle(recs)
+    render_all(recs, {**SPEC, "plots": []}, tmp_path / "b")
+    for name in ("table.md", "table.tex", "table.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_table_content_degenerate_counts_best_and_reference():
+    md = render_markdown(build_table(records(), SPEC))
+    assert "| random init | 10.6 ± 1.3 (4; 1 degenerate) |" in md
+    assert "60.3 ± 1.2 (4; 1 diverged)" in md
+    assert "| **67.7** |" in md  # best GLUE: generator 1/2
+    assert "| BERT | – |" in md and "| 60.0 |" in md  # paper-only row kept visible
+    assert "GLUE: mean of the task medians over cola, sst2, rte." in md
+    assert "## Verdicts" in md and "reproduced" in md and "inconclusive" in md
+
+
+def test_csv_is_long_format_with_full_precision():
+    lines = render_csv(build_table(records(), SPEC)).splitlines()
+    assert lines[0] == "row,column,value,sd,ci_low,ci_high,n,n_degenerate,n_diverged,best,reference"
+    row = next(l for l in lines if l.startswith(f"{G}=0.5,sst2,"))
+    assert row.split(",")[2] == "88.2" and row.split(",")[6] == "5" and row.split(",")[9] == "1"
+    assert any(l.startswith("BERT,GLUE,") and l.endswith(",60.0") for l in lines)
+
+
+def test_lower_is_better_marks_the_minimum_and_ci_spread():
+    recs = [r for r in records() if r["unit"] == "finetune" and r["task"] == "sst2"]
+    recs = [{**r, "higher_is_better": False} for r in recs]
+    md = render_markdown(build_table(recs, {"columns": ["sst2"], "spread": "ci"}))
+    assert "| random init | **79.7** [" in md and "**88.2**" not in md
+
+
+def test_spec_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown key 'colums'.*did you mean 'columns'"):
+        build_table(records(), {"colums": ["sst2"]})
+    with pytest.raises(ValueError, match=r"reference names column\(s\) \['mnli'\]"):
+        build_table(records(), {"columns": ["sst2"], "reference": {"BERT": {"mnli": 1.0}}})
+
+
+def test_render_all_writes_tables_and_valid_pngs(tmp_path):
+    paths = render_all(records(), SPEC, tmp_path)
+    names = [p.name for p in paths]
+    assert names[:3] == ["table.md", "table.tex", "table.csv"]
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert [p.name for p in pngs] == [f"glue_vs_{G}.png", "sst2_vs_train_flops.png"]
+    for p in pngs:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_plot_of_a_task_and_unknown_axis(tmp_path):
+    out = plot_metric_vs_axis(records(), G, "cola", tmp_path / "cola.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="did you mean 'pretrain.generator_size'"):
+        plot_metric_vs_axis(records(), "pretrain.generator_sise", "cola", tmp_path / "x.png")
+
+
+if __name__ == "__main__":  # regenerate the golden files; review the diff by eye before keeping it
+    t = build_table(records(), SPEC)
+    (FIXTURES / "generator_size.table.md").write_text(render_markdown(t), newline="\n")
+    (FIXTURES / "generator_size.table.tex").write_text(render_latex(t), newline="\n")
