@@ -38,6 +38,9 @@ LEVERS = {
     "seq64": {"corpus": {"max_seq_length": 64}, "pretrain": {"batch_size": 64}},
     "mini": {"model": {"size": "mini"}},
     "fp32": {"pretrain": {"precision": "fp32"}},
+    # G is D (Paper §3.2 "tie all weights", 84.4 GLUE): the shared encoder also learns from the MLM loss
+    "tie_all": {"pretrain": {"generator_size": 1.0, "tying": "all"}},
+    "mask25_lr2e-3": {"pretrain": {"mask_prob": 0.25, "lr": 2e-3}},
 }
 
 

@@ -1,0 +1,187 @@
+"""electra-bench: the command line. The only module that reads argv.
+
+User errors (a bad suite, override, data file or argument) print one line naming file, line and field, and exit
+with status 2 without running or writing anything. A suite whose units partly failed exits with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  electra-bench validate suites/quickstart.yaml
+  electra-bench plan suites/quickstart.yaml --set pretrain.steps=200
+  electra-bench run suites/quickstart.yaml            # resumable: re-run to continue after a kill
+  electra-bench table suites/quickstart.yaml          # re-render tables/plots from results/ alone
+  electra-bench ui suites/quickstart.yaml             # MLflow UI on 127.0.0.1 over the suite's store
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="electra-bench", description="ELECTRA pre-training ablations: pretrain, "
+                                "fine-tune, track in MLflow and render the paper's tables.", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def suite_cmd(name: str, help_: str, example: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=f"example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("suite", help="suite YAML file")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a field by dotted path, e.g. pretrain.disc_weight=10 (repeatable)")
+        sp.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
+        return sp
+
+    suite_cmd("validate", "check a suite (schema, tasks, data paths) without running anything",
+              "electra-bench validate suites/quickstart.yaml")
+    suite_cmd("plan", "show the expanded units with their status (done / pending) and estimated cost",
+              "electra-bench plan suites/paper/table1_small.yaml")
+    r = suite_cmd("run", "run every pending unit; finished units are skipped, interrupted ones resume",
+                  "electra-bench run suites/quickstart.yaml")
+    r.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
+              "electra-bench table suites/quickstart.yaml")
+    u = suite_cmd("ui", "start the MLflow UI over the suite's tracking store (127.0.0.1 unless --host)",
+                  "electra-bench ui suites/quickstart.yaml --port 5000")
+    u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
+    u.add_argument("--port", type=int, default=5000)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not os.environ.get("ELECTRA_BENCH_ONLINE"):  # hub retries cost ~23 s before failing offline (stack-notes)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    _quiet_libraries()
+    from .config import ConfigError, load_suite
+    from .tasks import DataError
+
+    try:
+        suite = load_suite(args.suite, args.overrides)
+        return COMMANDS[args.command](suite, args)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars are the progress; silence library bars and expected load reports."""
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _plan(suite, args):
+    from .suite import make_plan
+
+    plan = make_plan(suite, Path(args.data_root) if args.data_root else None)
+    if not plan.data_root.is_dir():
+        from .config import ConfigError
+
+        raise ConfigError(f"data root {plan.data_root} does not exist (set data_root, --data-root or "
+                          f"$ELECTRA_BENCH_DATA)", str(suite.path))
+    return plan
+
+
+def cmd_validate(suite, args) -> int:
+    plan = _plan(suite, args)
+    from .corpus import source_files
+    from .tasks import TASKS
+
+    for cell in suite.cells:
+        if cell.config.finetune.init == "pretrained":
+            source_files(plan.data_root, cell.config.corpus.sources)
+    for task in suite.config.tasks:
+        spec = TASKS.get(task)
+        for split in ("train", "dev"):
+            path = spec.file_path(split, plan.data_root)
+            if not path.is_file() and spec.hub is None:
+                from .tasks import DataError
+
+                raise DataError(f"task '{task}': {path} not found")
+    print(f"{suite.path}: valid — {len(suite.cells)} cells, {len(plan.units)} units")
+    return 0
+
+
+def cmd_plan(suite, args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .units import flops_per_step, planned_steps
+    from .tokenizer import load_tokenizer
+
+    plan = _plan(suite, args)
+    table = Table(title=f"{suite.config.name}: {len(plan.units)} units")
+    for col in ("status", "unit", "cell", "task", "seed", "key", "train FLOPs"):
+        table.add_column(col)
+    vocab = 30522
+    if suite.cells and suite.cells[0].config.tokenizer.train_vocab_size:
+        vocab = suite.cells[0].config.tokenizer.train_vocab_size
+    for u in plan.units:
+        fl = ""
+        if u.kind == "pretrain":
+            steps = planned_steps(u.cell.config, vocab)
+            fl = f"{flops_per_step(u.cell.config, vocab) * steps:.2e} ({steps} steps)"
+        table.add_row(u.status, u.kind, u.cell.label, u.task or "", "" if u.seed is None else str(u.seed),
+                      u.key[:12], fl)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    del load_tokenizer
+    return 0
+
+
+def cmd_run(suite, args) -> int:
+    from .runner import run_plan
+
+    plan = _plan(suite, args)
+    bad = run_plan(plan, show_progress=not args.no_progress)
+    print(f"\nrecords: {plan.records_path}")
+    table = plan.records_path.parent / "table.md"
+    if table.exists():
+        print(table.read_text())
+    uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
+    print(f"MLflow UI: electra-bench ui {suite.path}   (or: mlflow ui --backend-store-uri {uri})")
+    for u in bad:
+        print(f"{u.status.upper()}: {u.kind} {u.cell.label} {u.task or ''} {u.seed if u.seed is not None else ''}"
+              f" — {u.reason}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_table(suite, args) -> int:
+    from .runner import render
+
+    plan = _plan(suite, args)
+    paths = render(plan)
+    if not paths:
+        print(f"no records yet in {plan.records_path}", file=sys.stderr)
+        return 1
+    print((plan.records_path.parent / "table.md").read_text())
+    return 0
+
+
+def cmd_ui(suite, args) -> int:
+    import subprocess
+
+    plan = _plan(suite, args)
+    uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.call([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
+                            args.host, "--port", str(args.port), "--workers", "1"], env=env)
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Execute a suite's plan: pre-train cells, fine-tune task x seed, append records, render tables.
+
+Each finished unit appends its record at once (atomic line append), so a kill loses at most the unit in flight;
+a failing unit is recorded as failed with its reason and the suite goes on (its dependants are blocked), and the
+run's exit status says so.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from . import results as results_mod
+from .suite import Plan, Unit, base_record, encoder_source, failure_reason, pretrain_dir, timed
+from .tasks import TASKS
+from .tracking import environment_info, flatten, make_tracker
+from .units import Env, run_finetune, run_pretrain
+
+
+def table_spec(plan: Plan) -> dict:
+    cfg = plan.suite.config
+    columns = cfg.table.columns or list(cfg.tasks)
+    glue = [t for t in columns if TASKS.get(t).format == "glue_tsv"]
+    spec = {"title": f"{cfg.name}: {cfg.description}".strip(": "), "columns": columns, "glue_tasks": glue,
+            "extra": cfg.table.extra, "reference": cfg.table.reference, "claims": cfg.table.claims,
+            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells]}
+    return {k: v for k, v in spec.items() if v}
+
+
+def render(plan: Plan) -> list[Path]:
+    from .tables import render_all
+
+    records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
+    if not records:
+        return []
+    return render_all(records, table_spec(plan), plan.records_path.parent)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
+    """Run every pending unit; returns the units that failed or were blocked."""
+    cfg = plan.suite.config
+    env = Env(plan.data_root, plan.work_dir, show_progress)
+    tracker = make_tracker(cfg.tracking.uri, cfg.name, cfg.tracking.enabled, plan.work_dir)
+    plan.records_path.parent.mkdir(parents=True, exist_ok=True)
+    failed_pretrain: dict[str, str] = {}
+    bad: list[Unit] = []
+    pending = [u for u in plan.units if u.status == "pending"]
+    _log(f"suite {cfg.name}: {len(plan.units)} units, {len(plan.units) - len(pending)} done, "
+         f"{len(pending)} to run")
+    with tracker.run(f"suite/{cfg.name}", f"suite:{cfg.name}", "suite") as suite_run:
+        suite_run.log_text(plan.suite.path.read_text(), "suite.yaml")
+        suite_run.log_text(environment_info(), "environment.json")
+        for cell in plan.suite.cells:
+            units = [u for u in plan.units if u.cell is cell]
+            if all(u.status == "done" for u in units):
+                continue
+            cell_key = f"cell:{cfg.name}:{units[0].key if units else cell.label}"
+            with tracker.run(f"cell/{cell.label}", cell_key, "cell", suite_run, {"suite": cfg.name}) as cell_run:
+                cell_run.log_params({**flatten(cell.config.model_dump(mode="json")), "cell.label": cell.label})
+                for unit in units:
+                    if unit.status != "pending":
+                        continue
+                    if unit.kind == "finetune" and unit.cell.label in failed_pretrain:
+                        unit.status, unit.reason = "blocked", f"pre-training failed: {failed_pretrain[cell.label]}"
+                        bad.append(unit)
+                        continue
+                    ok = _run_unit(plan, unit, env, tracker, cell_run)
+                    if not ok:
+                        bad.append(unit)
+                        if unit.kind == "pretrain":
+                            failed_pretrain[cell.label] = unit.reason
+                _log_cell_summary(plan, cell, cell_run)
+        for path in render(plan):
+            suite_run.log_artifact(path, "tables")
+    return bad
+
+
+def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
+    cfg, cell = plan.suite.config, unit.cell
+    name = f"{unit.kind}/{cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
+    _log(f"-> {name}")
+    try:
+        if unit.kind == "pretrain":
+            with tracker.run(name, unit.key, "pretrain", cell_run, {"suite": cfg.name}) as run:
+                run.log_params(flatten(cell.config.model_dump(mode="json")))
+                out, wall = timed(lambda: run_pretrain(cell.config, env, pretrain_dir(plan, unit.key),
+                                                       run.log_metrics))
+                cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
+            record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": [],
+                      "train_flops": out["train_flops"], "params": out["params"], "steps": out["steps"],
+                      "wall_s": wall}
+        else:
+            spec = TASKS.get(unit.task)
+            with tracker.run(name, unit.key, "finetune", cell_run,
+                             {"suite": cfg.name, "task": unit.task, "seed": str(unit.seed)}) as run:
+                run.log_params({**flatten(cell.config.model_dump(mode="json")["finetune"], "finetune."),
+                                "task": unit.task, "seed": unit.seed, "upstream": encoder_source(plan, cell)})
+                out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
+                                                       encoder_source(plan, cell), run.log_metrics))
+                run.log_metrics({"final/" + k: v for k, v in out["metrics"].items()}, out["steps"])
+            from .metrics import METRICS
+
+            record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": out["flags"],
+                      "headline_metric": spec.headline, "headline": out["headline"],
+                      "higher_is_better": METRICS.get(spec.headline).higher_is_better,
+                      "n_train": out["n_train"], "n_dev": out["n_dev"], "wall_s": wall}
+        results_mod.append_record(plan.records_path, record)
+        unit.status = "done"
+        _log(f"   done in {wall:.0f}s: " + json.dumps({k: round(v, 4) for k, v in list(out['metrics'].items())[:6]}))
+        return True
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one failing unit never stops the suite
+        unit.status, unit.reason = "failed", failure_reason(exc)
+        _log(f"   FAILED: {unit.reason}")
+        return False
+
+
+def _log_cell_summary(plan: Plan, cell, cell_run) -> None:
+    """Seed-aggregated task scores on the cell run (median over seeds, the paper's statistic)."""
+    if not plan.records_path.exists():
+        return
+    records = [r for r in results_mod.read_records(plan.records_path) if r.get("cell") == cell.label]
+    stats = results_mod.aggregate([r for r in records if r["unit"] == "finetune"])
+    cell_run.log_metrics({f"median/{s.task}": s.median for s in stats if s.median is not None})

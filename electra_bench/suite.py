@@ -1,0 +1,179 @@
+"""A suite, expanded into units with run keys, and executed with skip / resume / failure isolation.
+
+Units: one pre-training per cell (unless the cell fine-tunes a random or external encoder), then one fine-tune
+per (task, seed). A unit's run key hashes everything that determines its result:
+- the semantic part of its resolved config (NON_SEMANTIC paths left out: they change logging, not results),
+- the identity of its data: corpus file names and sizes, the vocab file's digest, the task spec and its version,
+- CODE_VERSION (bumped by hand when a change alters training results; the git commit goes into records as
+  provenance, not into keys, so an unrelated commit does not invalidate finished work),
+- for a fine-tune, the run key of the pre-training it starts from.
+Finished units are found through their records and skipped; an interrupted pre-training resumes from its state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import results as results_mod
+from .config import Cell, Suite
+from .schema import RunConfig
+from .tasks import TASKS, TaskSpec, default_data_root, register_task, task_from_dict
+
+CODE_VERSION = "1"  # bump when a change alters what a unit computes
+NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.device", "finetune.device")
+PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _semantic(run: RunConfig, sections: tuple[str, ...]) -> dict:
+    data = {s: run.model_dump(mode="json")[s] for s in sections}
+    for path in NON_SEMANTIC:
+        sec, key = path.split(".")
+        if sec in data:
+            data[sec].pop(key, None)
+    return data
+
+
+def data_identity(run: RunConfig, data_root: Path) -> dict:
+    """Corpus files (names, sizes) and the vocab file's size: what the data side of a pre-training key sees."""
+    import glob
+
+    files = []
+    for pattern in run.corpus.sources:
+        full = pattern if Path(pattern).is_absolute() else str(data_root / pattern)
+        files += [f"{Path(p).name}:{Path(p).stat().st_size}" for p in sorted(glob.glob(full))]
+    vocab = Path(run.tokenizer.vocab)
+    vocab = vocab if vocab.is_absolute() else data_root / vocab
+    return {"corpus": files, "vocab": vocab.stat().st_size if vocab.exists() else None}
+
+
+def needs_pretraining(run: RunConfig) -> bool:
+    return run.finetune.init == "pretrained"
+
+
+def pretrain_key(run: RunConfig, data_root: Path) -> str:
+    return _digest({"code": CODE_VERSION, "config": _semantic(run, PRETRAIN_SECTIONS),
+                    "data": data_identity(run, data_root)})
+
+
+def finetune_key(run: RunConfig, spec: TaskSpec, seed: int, upstream: str) -> str:
+    """`upstream`: the pre-training key, or the encoder source ('random' + model/tokenizer, a path, a hub id)."""
+    return _digest({"code": CODE_VERSION, "finetune": _semantic(run, ("finetune",)), "upstream": upstream,
+                    "task": spec.model_dump(mode="json"), "seed": seed})
+
+
+def upstream_of(run: RunConfig, data_root: Path) -> str:
+    if needs_pretraining(run):
+        return pretrain_key(run, data_root)
+    if run.finetune.init == "random":
+        return "random:" + _digest(_semantic(run, ("model", "tokenizer")) | {"data": data_identity(run, data_root)})
+    return f"external:{run.finetune.init}"
+
+
+@dataclass
+class Unit:
+    kind: str  # "pretrain" | "finetune"
+    cell: Cell
+    key: str
+    task: str | None = None
+    seed: int | None = None
+    status: str = "pending"  # pending | done | failed | blocked
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    data_root: Path
+    units: list[Unit] = field(default_factory=list)
+
+    @property
+    def records_path(self) -> Path:
+        return Path(self.suite.config.results_dir) / self.suite.config.name / "records.jsonl"
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.suite.config.work_dir) / self.suite.config.name
+
+
+def register_custom_tasks(suite: Suite) -> None:
+    for d in suite.config.custom_tasks:
+        register_task(task_from_dict(d))
+
+
+def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
+    root = Path(data_root or suite.config.data_root or default_data_root())
+    register_custom_tasks(suite)
+    plan = Plan(suite, root)
+    done = {r["run_key"] for r in read_records_safe(plan.records_path)}
+    for cell in suite.cells:
+        up = upstream_of(cell.config, root)
+        if needs_pretraining(cell.config):
+            plan.units.append(Unit("pretrain", cell, up, status="done" if up in done else "pending"))
+        for task in suite.config.tasks:
+            for seed in suite.config.seeds:
+                key = finetune_key(cell.config, TASKS.get(task), seed, up)
+                plan.units.append(Unit("finetune", cell, key, task, seed, "done" if key in done else "pending"))
+    return plan
+
+
+def read_records_safe(path: Path) -> list[dict]:
+    return results_mod.read_records(path) if path.exists() else []
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{CODE_VERSION}+git:{sha}" if sha else CODE_VERSION
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def base_record(plan: Plan, unit: Unit) -> dict:
+    return {"suite": plan.suite.config.name, "unit": unit.kind, "run_key": unit.key,
+            "cell": unit.cell.label, "label": unit.cell.label, "axes": unit.cell.axes, "task": unit.task,
+            "seed": unit.seed if unit.kind == "finetune" else unit.cell.config.pretrain.seed,
+            "code_version": code_version(), "finished_at": _now()}
+
+
+def pretrain_dir(plan: Plan, key: str) -> Path:
+    return plan.work_dir / "pretrain" / key
+
+
+def encoder_source(plan: Plan, cell: Cell) -> str | None:
+    init = cell.config.finetune.init
+    if init == "random":
+        return None
+    if init != "pretrained":
+        return init
+    from .pretrain import checkpoint_dir
+
+    return str(checkpoint_dir(pretrain_dir(plan, upstream_of(cell.config, plan.data_root)),
+                              cell.config.finetune.checkpoint))
+
+
+def failure_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+__all__ = ["Plan", "Unit", "make_plan", "pretrain_key", "finetune_key", "base_record", "traceback"]

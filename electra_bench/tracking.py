@@ -1,0 +1,180 @@
+"""Experiment tracking. The only module that imports mlflow (DESIGN.md principle 6).
+
+Layout (one experiment per suite): suite run -> cell runs (pre-training config, RTD metrics, seed-aggregated
+task scores) -> fine-tune runs (task x seed). Nesting is MLflow's parent-run tag. Params are dotted config paths,
+so the UI's parallel-coordinates and scatter charts can use them as axes. Every run carries its run key as a tag;
+a re-run reuses the run with that key instead of creating a duplicate.
+
+The tracking URI is always explicit: an embedded SQLite store under the work dir by default, or a server URL.
+URLs are logged with credentials masked.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
+
+
+def mask_credentials(url: str) -> str:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    return re.sub(r"(//[^:/@]+):[^@/]+@", r"\1:***@", url)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class NullRun:
+    id = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        pass
+
+    def log_text(self, text: str, name: str) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+
+class NullTracker:
+    """Tracking switched off (`tracking.enabled: false`) or in tests that do not look at MLflow."""
+
+    uri = None
+
+    @contextmanager
+    def run(self, name: str, key: str, stage: str, parent: Any = None, tags: dict | None = None) -> Iterator[NullRun]:
+        yield NullRun()
+
+    def finished(self, key: str) -> bool:
+        return False
+
+
+class MlflowRun(NullRun):
+    def __init__(self, client, run_id: str):
+        self.client, self.id = client, run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(batch), 1000):
+            self.client.log_batch(self.id, metrics=batch[i:i + 1000])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.id).data.params
+        new = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items() if k not in existing]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(self.id, params=new[i:i + 100])
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        self.client.log_artifact(self.id, str(path), subdir)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.id, text, name)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.id, k, str(v))
+
+
+class MlflowTracker:
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
+        warnings.filterwarnings("ignore", module="sqlalchemy")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=artifact_root)
+
+    def _find(self, key: str):
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.run_key = '{key}'",
+                                       max_results=5, order_by=["attributes.start_time DESC"])
+        return runs[0] if runs else None
+
+    def finished(self, key: str) -> bool:
+        run = self._find(key)
+        return run is not None and run.info.status == "FINISHED"
+
+    @contextmanager
+    def run(self, name: str, key: str, stage: str, parent: MlflowRun | None = None,
+            tags: dict | None = None) -> Iterator[MlflowRun]:
+        """A run for `key`: the existing one if this key was run before (no duplicates), else a new one."""
+        existing = self._find(key)
+        all_tags = {"run_key": key, "stage": stage, "mlflow.runName": name, **(tags or {})}
+        if parent is not None and parent.id:
+            all_tags["mlflow.parentRunId"] = parent.id
+        if existing is not None:
+            run_id = existing.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+        handle = MlflowRun(self.client, run_id)
+        handle.set_tags({k: v for k, v in all_tags.items() if not k.startswith("mlflow.runName")})
+        try:
+            yield handle
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED" if not _interrupted() else "KILLED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+
+def _interrupted() -> bool:
+    import sys
+
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
+
+
+def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path):
+    """The suite's tracker; default store: sqlite:///<work_dir>/mlflow.db with artifacts beside it."""
+    if not enabled:
+        return NullTracker()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    uri = uri or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
+    artifacts = (work_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
+    return MlflowTracker(uri, experiment, artifacts)
+
+
+def environment_info() -> str:
+    """Package versions and device, logged as an artifact of the suite run."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    pkgs = ["torch", "transformers", "tokenizers", "datasets", "mlflow", "optuna", "seqeval", "pydantic", "numpy"]
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "packages": {p: _version(metadata, p) for p in pkgs}, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return json.dumps(info, indent=2)
+
+
+def _version(metadata, name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
