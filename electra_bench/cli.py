@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
               "electra-bench table suites/quickstart.yaml")
+    c = suite_cmd("compare", "two or more cells side by side: config differences and metric deltas (medians)",
+                  "electra-bench compare suites/quickstart.yaml ELECTRA 'random init'")
+    c.add_argument("cells", nargs="*", help="cell labels (default: all cells of the suite)")
     u = suite_cmd("ui", "start the MLflow UI over the suite's tracking store (127.0.0.1 unless --host)",
                   "electra-bench ui suites/quickstart.yaml --port 5000")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
@@ -170,6 +173,26 @@ def cmd_table(suite, args) -> int:
     return 0
 
 
+def cmd_compare(suite, args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .compare import compare_cells
+
+    plan = _plan(suite, args)
+    diffs, deltas = compare_cells(plan, args.cells or [c.label for c in suite.cells])
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    labels = args.cells or [c.label for c in suite.cells]
+    t = Table(title="config differences (dotted path)")
+    for col in ["path", *labels]:
+        t.add_column(col)
+    for path, values in diffs.items():
+        t.add_row(path, *[str(values[c]) for c in labels])
+    console.print(t)
+    console.print(deltas.to_string())
+    return 0
+
+
 def cmd_ui(suite, args) -> int:
     import subprocess
 
@@ -181,7 +204,8 @@ def cmd_ui(suite, args) -> int:
                             args.host, "--port", str(args.port), "--workers", "1"], env=env)
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui}
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui,
+            "compare": cmd_compare}
 
 if __name__ == "__main__":
     sys.exit(main())
