@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("suite", help="suite YAML file")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="override a field by dotted path, e.g. pretrain.disc_weight=10 (repeatable)")
+        sp.add_argument("--scale", help="one of the suite's `scales` (default: the first listed), e.g. cpu, paper")
         sp.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
         return sp
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from .tasks import DataError
 
     try:
-        suite = load_suite(args.suite, args.overrides)
+        suite = load_suite(args.suite, args.overrides, args.scale)
         return COMMANDS[args.command](suite, args)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

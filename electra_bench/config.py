@@ -65,8 +65,8 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path)) from None
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.load(text, Loader=_Loader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -112,10 +112,9 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         raise ConfigError(f"override '{text}' is not of the form path=value", "--set")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    value = _fix_numeric_strings(value)
     path = tuple(key.strip().split("."))
     if path[0] in RUN_SECTIONS:  # run-config paths are the single addressing scheme: they mean `base.<path>`
         path = ("base", *path)
@@ -130,16 +129,14 @@ def _set_path(data: dict, path: tuple, value: Any) -> dict:
     return data
 
 
-_SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+class _Loader(yaml.SafeLoader):
+    """SafeLoader (no object construction) that also reads unquoted `1e-4` as a float, as YAML 1.2 does.
+
+    YAML 1.1 needs a dot (`1.0e-4`); quoted strings stay strings."""
 
 
-def _fix_numeric_strings(data: Any) -> Any:
-    """YAML 1.1 reads `1e-4` as a string; read scientific notation as a float everywhere (axes too)."""
-    if isinstance(data, dict):
-        return {k: _fix_numeric_strings(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_fix_numeric_strings(v) for v in data]
-    return float(data) if isinstance(data, str) and _SCI.match(data) else data
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
 
 
 def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
@@ -161,13 +158,15 @@ def _raise_validation(err: ValidationError, source: Source, model: type[BaseMode
     first = err.errors()[0]
     loc = tuple(first["loc"])
     dotted = ".".join(str(p) for p in (*prefix, *loc) if not str(p).startswith("function-"))
+    if at is not None and at[0] in ("axes", "cells"):
+        dotted = str(at[-1])  # the axis / set path the user wrote
     file, line = source.where(at if at is not None else (*prefix, *loc))
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         holder = _model_at(model, loc[:-1]) if len(loc) > 1 else model
         known = list(holder.model_fields) if holder else []
         msg = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
-    elif "input" in first and first["type"] not in ("missing",):
+    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
         msg = f"{msg} (got {first['input']!r})"
     raise ConfigError(msg, file, line, dotted or None)
 
@@ -221,10 +220,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
             try:
                 run = RunConfig.model_validate(data)
             except ValidationError as e:
-                loc = ".".join(str(p) for p in e.errors()[0]["loc"])
-                at = ("axes", loc) if loc in cfg.axes else ("cells", ci, "set", loc) if loc in spec.set else \
-                    ("base", *e.errors()[0]["loc"])
-                _raise_validation(e, source, RunConfig, (), at)
+                _raise_validation(e, source, RunConfig, (), _blame(e, cfg, spec, ci))
             label = spec.label or cell_name(axes) or "default"
             if spec.label and axes:
                 label = f"{spec.label} ({cell_name(axes)})"
@@ -236,16 +232,51 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
     return cells
 
 
-def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
-    """Load, merge, override and validate a suite; raise ConfigError (file:line: path: message) on any error."""
+def apply_scale(data: dict, scale: str | None, source: Source) -> dict:
+    """`scales: {cpu: {path: value}, paper: {...}}` in a suite; `--scale NAME` applies one set of paths.
+
+    The first scale listed is the default. Paths are dotted like `--set` (run paths mean `base.<path>`)."""
+    scales = data.pop("scales", None) or {}
+    if not isinstance(scales, dict):
+        raise ConfigError("scales must map a scale name to {dotted.path: value}", *source.where(("scales",)),
+                          "scales")
+    if scale is None:
+        if not scales:
+            return data
+        scale = next(iter(scales))
+    if scale not in scales:
+        raise ConfigError(f"unknown scale '{scale}'{did_you_mean(scale, list(scales))}; suite has: "
+                          f"{', '.join(scales) or 'none'}", source.root_file, None, "--scale")
+    for dotted, value in (scales[scale] or {}).items():
+        key, _ = parse_override(f"{dotted}=0")
+        data = _set_path(data, key, value)
+        source.lines[key] = source.where(("scales", scale, dotted))
+    return data
+
+
+def _blame(err: ValidationError, cfg: SuiteConfig, spec, ci: int) -> tuple:
+    """Where a cell's validation error was written: the axis or `set` path it names (or, for a cross-field rule
+    on a section, the first axis / set path inside that section), else the base config."""
+    loc = ".".join(str(p) for p in err.errors()[0]["loc"])
+    for path in cfg.axes:
+        if path == loc or path.startswith(loc + "."):
+            return ("axes", path)
+    for path in spec.set:
+        if path == loc or path.startswith(loc + "."):
+            return ("cells", ci, "set", path)
+    return ("base", *err.errors()[0]["loc"])
+
+
+def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = None) -> Suite:
+    """Load, merge, scale, override and validate a suite; raise ConfigError (file:line: path: message)."""
     path = Path(path)
     data, lines = _load_with_extends(path)
     source = Source(lines={k: v for k, v in lines.items()}, root_file=str(path))
+    data = apply_scale(data, scale, source)
     for text in overrides:
         key, value = parse_override(text)
         data = _set_path(data, key, value)
         source.lines[key] = ("--set", None)
-    data = _fix_numeric_strings(data)
     try:
         cfg = SuiteConfig.model_validate(data)
     except ValidationError as e:

@@ -155,7 +155,8 @@ def corpus_key(files_per_source: list[list[Path]], tokenizer_id: str, settings: 
     h = hashlib.sha256()
     for files in files_per_source:
         for f in files:
-            h.update(f"{f.name}:{f.stat().st_size};".encode())
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     h.update(tokenizer_id.encode())
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]

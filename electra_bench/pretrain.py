@@ -58,6 +58,8 @@ def to_batch(blocks: Blocks, rows: np.ndarray, device: str) -> Batch:
 def batch_rows(n_blocks: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """Rows of the batch at `step`: a fresh seeded permutation per epoch, so the data position is the step."""
     per_epoch = n_blocks // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"the corpus has {n_blocks} training blocks, fewer than one batch of {batch_size}")
     epoch, i = divmod(step, per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(n_blocks)
     return perm[i * batch_size:(i + 1) * batch_size]
@@ -77,7 +79,7 @@ class RTDMeter:
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.losses["gen_loss"].append(float(out.gen_loss))
         self.losses["disc_loss"].append(float(out.disc_loss))
-        self.losses["loss"].append(float(out.loss))
+        self.losses["loss"].append(float(out.loss.detach()))
         if out.disc_probs is not None:
             self.probs.append(out.disc_probs.float().cpu())
             self.labels.append(out.disc_labels.float().cpu())
@@ -126,6 +128,8 @@ def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: in
     tmp = path.with_suffix(".tmp")
     torch.save({"model": algorithm.objective.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "rng": rng.get_state(),
+                "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "algorithm": algorithm.state_dict()}, tmp)
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous state intact
 
@@ -152,6 +156,9 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
         scheduler.load_state_dict(state["scheduler"])
         rng.set_state(state["rng"].cpu() if s.device == "cpu" else state["rng"])
         step = state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
     ckpt_steps = {max(1, round(f * s.steps)): f for f in s.checkpoints}
     meter, t_log, tokens = RTDMeter(), time.perf_counter(), 0
     objective.train()

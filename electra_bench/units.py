@@ -125,8 +125,10 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
     tokenizer, tok_id = get_tokenizer(run, env)
     train, held = get_blocks(run, tokenizer, tok_id, env)
     vocab = vocab_of(tokenizer)
-    counts = torch.from_numpy(np.bincount(train.input_ids.ravel(), minlength=vocab.size)) \
-        if run.pretrain.generator_size == "unigram" else None
+    counts = None
+    if run.pretrain.generator_size == "unigram":  # corpus frequencies of real tokens; never propose specials
+        counts = torch.from_numpy(np.bincount(train.input_ids.ravel(), minlength=vocab.size))
+        counts[list(vocab.special_ids)] = 0
     torch.manual_seed(run.pretrain.seed)  # the same seed gives the same initial weights
     objective = build_objective(run.model, run.pretrain, vocab, counts)
     algo_cls = ALGORITHMS[run.pretrain.algorithm]

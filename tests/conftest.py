@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny discriminator config and a tiny vocabulary, small enough for CPU-only tests.
+"""Shared test helpers: a tiny discriminator config and tiny-vocabulary ids, small enough for CPU-only tests.
 
 Kept light on imports (no torch/transformers at import time) so tests that need neither stay fast."""
 import sys
@@ -18,13 +18,6 @@ def tiny_model_config(**overrides) -> ModelConfig:
     fields = dict(size="tiny", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, embedding_size=16,
                   dropout=0.0, attention_dropout=0.0, max_position_embeddings=64)
     return ModelConfig(**{**fields, **overrides})
-
-
-@pytest.fixture
-def tiny_vocab():
-    from electra_bench.model.objectives import Vocab
-
-    return Vocab(size=VOCAB_SIZE, mask_id=MASK, special_ids=SPECIAL_IDS)
 
 
 @pytest.fixture(autouse=True, scope="session")

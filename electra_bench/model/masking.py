@@ -41,7 +41,7 @@ def select(input_ids: Tensor, attention_mask: Tensor, special_ids: Tensor, mask_
     scores = scores.masked_fill(~eligible, -1.0)
     top = scores.topk(k_max, dim=1)  # a uniformly random order of the eligible positions
     used = (torch.arange(k_max, device=input_ids.device)[None] < k[:, None]) & (top.values >= 0)  # [B, K]
-    positions = top.indices * used
+    positions = top.indices  # distinct within a row: an unused slot points at an unselected position
     targets = input_ids.gather(1, positions)
     return Selection(positions=positions, weights=used.float(), targets=targets)
 

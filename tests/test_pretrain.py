@@ -1,0 +1,281 @@
+"""Pre-training end to end on a tiny fixture corpus: block packing, checkpoints usable by `transformers`, RTD
+metrics, resume equivalence after a kill, and a non-finite loss. CPU only; each run is 12 steps of a 2-layer model."""
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_model_config
+from electra_bench import corpus
+from electra_bench.model.objectives import PretrainOutput
+from electra_bench.pretrain import NonFiniteLoss, RTDMeter, batch_rows, checkpoint_dir
+from electra_bench.schema import CorpusConfig, PretrainConfig, RunConfig, TokenizerConfig
+from electra_bench.tasks import DataError
+from electra_bench.tokenizer import load_tokenizer, train_wordpiece
+from electra_bench.units import Env, run_pretrain
+
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+SOURCES = [str(CORPUS / "*.txt"), str(CORPUS / "*.txt.gz")]  # absolute patterns: the data root is not used
+RTD_METRICS = ("gen_mlm_acc", "disc_acc", "disc_precision", "disc_recall", "replaced_frac")
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory) -> Path:
+    files = [*sorted(CORPUS.glob("*.txt")), *sorted(CORPUS.glob("*.txt.gz"))]
+    lines = [line for doc in corpus.iter_documents(files) for line in doc]
+    return train_wordpiece(lines, 300, tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(vocab_file):
+    return load_tokenizer(vocab_file)
+
+
+def run_config(vocab_file: Path, model=None, **pretrain) -> RunConfig:
+    fields = dict(steps=12, batch_size=4, lr=1e-3, warmup_fraction=0.1, checkpoints=[0.5, 1.0], eval_every=6,
+                  eval_batches=2, seed=0, device="cpu", precision="fp32")
+    return RunConfig(model=model or tiny_model_config(), tokenizer=TokenizerConfig(vocab=str(vocab_file)),
+                     corpus=CorpusConfig(sources=SOURCES, max_seq_length=32, heldout_blocks=8),
+                     pretrain=PretrainConfig(**{**fields, **pretrain}))
+
+
+class Killed(BaseException):
+    """A simulated kill: not an Exception, so nothing on the way catches it (and it is not a KeyboardInterrupt)."""
+
+
+class Logs:
+    """The `log` callback: keeps every call; optionally raises at a step (a simulated kill)."""
+
+    def __init__(self, kill_at: int | None = None):
+        self.calls, self.kill_at = [], kill_at
+
+    def __call__(self, metrics, step):
+        if step == self.kill_at:
+            raise Killed(f"killed at step {step}")
+        self.calls.append((step, dict(metrics)))
+
+    def series(self, key):
+        return {step: m[key] for step, m in self.calls if key in m}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return Env(data_root=tmp_path_factory.mktemp("data"), work_dir=tmp_path_factory.mktemp("work"),
+               show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_a(vocab_file, env, tmp_path_factory):
+    """12 uninterrupted steps."""
+    out = tmp_path_factory.mktemp("run-a")
+    logs = Logs()
+    result = run_pretrain(run_config(vocab_file), env, out, logs)
+    return out, result, logs
+
+
+# --- corpus packing ------------------------------------------------------------------------------------------------
+
+def test_tokenizer_was_trained_on_the_fixture(tokenizer):
+    assert 100 < len(tokenizer) <= 300
+    ids = tokenizer("the lighthouse", add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id,
+            tokenizer.mask_token_id] == [0, 1, 2, 3, 4]
+
+
+def test_gzip_sources_are_read():
+    docs = list(corpus.iter_documents([CORPUS / "stories-c.txt.gz"]))
+    text = gzip.decompress((CORPUS / "stories-c.txt.gz").read_bytes()).decode()
+    assert docs and len(docs) == text.strip().count("\n\n") + 1
+    assert docs[0][0] == text.splitlines()[0]
+
+
+@pytest.mark.parametrize("max_len,single_prob,short_prob", [(32, 0.1, 0.05), (16, 0.0, 0.0), (32, 1.0, 0.5)])
+def test_blocks_are_well_formed(tokenizer, max_len, single_prob, short_prob):
+    files = corpus.source_files(Path("/unused"), SOURCES)
+    assert [len(f) for f in files] == [2, 1]
+    blocks = corpus.build_blocks(files, tokenizer, max_len, None, seed=0, single_prob=single_prob,
+                                 short_prob=short_prob)
+    assert len(blocks) > 20 and blocks.input_ids.shape == blocks.token_type_ids.shape == (len(blocks), max_len)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    n_two = 0
+    for ids, types in zip(blocks.input_ids.tolist(), blocks.token_type_ids.tolist()):
+        n = sum(1 for t in ids if t != 0)
+        assert ids[n:] == [0] * (max_len - n) and 0 not in ids[:n]  # padding only at the end
+        assert ids[0] == cls and ids[n - 1] == sep and n >= 3
+        seps = [i for i, t in enumerate(ids[:n]) if t == sep]
+        assert len(seps) in (1, 2)
+        assert types[n:] == [0] * (max_len - n)
+        if len(seps) == 1:
+            assert types[:n] == [0] * n
+        else:  # [CLS] A [SEP] B [SEP]: segment ids 0 up to the first [SEP], then 1
+            n_two += 1
+            assert types[:n] == [0] * (seps[0] + 1) + [1] * (n - seps[0] - 1)
+            assert seps[1] == n - 1 and seps[0] >= 2
+    if single_prob == 1.0:
+        assert n_two == 0
+    if single_prob == 0.0:
+        assert n_two > 0
+
+
+def test_blocks_keep_the_text(tokenizer):
+    """With no short targets, packing loses nothing that fits: every token of a short document is in a block."""
+    files = [[CORPUS / "stories-a.txt"]]
+    blocks = corpus.build_blocks(files, tokenizer, 128, None, seed=0, single_prob=1.0, short_prob=0.0)
+    first_doc = next(corpus.iter_documents(files[0]))
+    words = tokenizer(" ".join(first_doc), add_special_tokens=False)["input_ids"]
+    packed = [t for row in blocks.input_ids.tolist() for t in row if t > 4]
+    assert len(words) < 120 and set(words) <= set(packed)
+    assert blocks.input_ids.max() < len(tokenizer)
+
+
+def test_gz_that_is_not_gzip_is_a_data_error(tmp_path, tokenizer):
+    bad = tmp_path / "plain.txt.gz"
+    bad.write_text("This is plain text.\nNot compressed at all.\n")
+    with pytest.raises(DataError, match="plain.txt.gz"):
+        corpus.build_blocks([[bad]], tokenizer, 32, None)
+
+
+def test_source_pattern_that_matches_nothing(tmp_path):
+    with pytest.raises(DataError, match="matches no file"):
+        corpus.source_files(tmp_path, ["corpus/none/*.txt.gz"])
+
+
+# --- training helpers ----------------------------------------------------------------------------------------------
+
+def test_rtd_meter_by_hand():
+    meter = RTDMeter()
+    stats = {"disc_tp": 3.0, "disc_fp": 1.0, "disc_fn": 2.0, "disc_tn": 4.0, "n_selected": 4.0, "gen_correct": 1.0,
+             "sampled_correct": 2.0, "n_scored": 10.0, "n_replaced": 5.0}
+    out = PretrainOutput(torch.tensor(2.0), torch.tensor(1.0), torch.tensor(0.5),
+                         {k: torch.tensor(v) for k, v in stats.items()},
+                         disc_probs=torch.tensor([0.9, 0.8, 0.3, 0.1]), disc_labels=torch.tensor([1.0, 0, 1, 0]))
+    meter.add(out)
+    m = meter.metrics()
+    assert m["disc_acc"] == pytest.approx(0.7)  # (3 + 4) / 10
+    assert m["disc_precision"] == pytest.approx(0.75)  # 3 / (3 + 1)
+    assert m["disc_recall"] == pytest.approx(0.6)  # 3 / (3 + 2)
+    assert m["gen_mlm_acc"] == pytest.approx(0.25) and m["sampled_acc"] == pytest.approx(0.5)
+    assert m["replaced_frac"] == pytest.approx(0.5)
+    assert m["disc_auc"] == pytest.approx(0.75)  # positive > negative in 3 of 4 pairs
+    assert (m["loss"], m["gen_loss"], m["disc_loss"]) == (2.0, 1.0, 0.5)
+
+
+def test_rtd_meter_has_no_auc_with_one_class():
+    meter = RTDMeter()
+    meter.add(PretrainOutput(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0), {},
+                             disc_probs=torch.tensor([0.2, 0.7]), disc_labels=torch.tensor([0.0, 0.0])))
+    assert "disc_auc" not in meter.metrics()
+
+
+def test_batch_rows_cover_each_epoch_once_and_follow_the_step():
+    n, bs = 23, 4  # 5 batches per epoch; 3 rows are left out of each epoch
+    epoch = [batch_rows(n, bs, step, seed=3) for step in range(5)]
+    rows = np.concatenate(epoch)
+    assert len(rows) == 20 and len(set(rows.tolist())) == 20
+    assert np.array_equal(batch_rows(n, bs, 2, seed=3), epoch[2])  # a function of the step alone
+    assert not np.array_equal(batch_rows(n, bs, 5, seed=3), epoch[0])  # a new permutation next epoch
+
+
+# --- end to end ---------------------------------------------------------------------------------------------------
+
+def test_checkpoints_are_loadable_by_transformers(run_a, tokenizer):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    out, result, _ = run_a
+    assert result["steps"] == 12 and result["params"] > 0 and result["train_flops"] > 0
+    for fraction, name in [(0.5, "checkpoint-50pct"), (1.0, "checkpoint-100pct")]:
+        assert checkpoint_dir(out, fraction) == out / name and (out / name).is_dir()
+    ckpt = out / "checkpoint-100pct"
+    model = AutoModelForTokenClassification.from_pretrained(ckpt, num_labels=3)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2  # D, not the 8-wide G
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert state["step"] == 12
+    disc = {k[len("discriminator."):]: v for k, v in state["model"].items() if k.startswith("discriminator.electra.")}
+    loaded = model.state_dict()
+    assert disc and all(torch.equal(loaded[k], v) for k, v in disc.items())  # the trained D's encoder
+    half = AutoModelForTokenClassification.from_pretrained(out / "checkpoint-50pct", num_labels=3).state_dict()
+    assert any(not torch.equal(half[k], v) for k, v in disc.items())  # 6 more steps changed it
+    text = "the old captain found the lighthouse"
+    assert tok(text)["input_ids"] == tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        logits = model(**tok(text, return_tensors="pt")).logits
+    assert logits.shape[-1] == 3 and torch.isfinite(logits).all()
+
+
+def test_final_metrics(run_a):
+    _, result, logs = run_a
+    m = result["metrics"]
+    for key in (*RTD_METRICS, "loss", "gen_loss", "disc_loss"):
+        assert key in m and np.isfinite(m[key]), key
+    for key in RTD_METRICS:
+        assert 0.0 <= m[key] <= 1.0, key
+    assert 0 < m["replaced_frac"] < 1  # both classes present, so the AUC exists
+    assert 0.0 <= m["disc_auc"] <= 1.0
+    train_steps = sorted(logs.series("train/loss"))
+    assert train_steps == list(range(1, 13))  # log_every = 1 at 12 steps
+    assert sorted(logs.series("eval/disc_auc")) == [6, 12]
+    assert logs.series("eval/disc_acc")[12] == pytest.approx(m["disc_acc"])  # the last eval is the result
+
+
+def test_resume_after_kill_matches_uninterrupted_run(run_a, vocab_file, env, tmp_path):
+    out_a, result_a, logs_a = run_a
+    out_b = tmp_path / "run-b"
+    with pytest.raises(Killed):  # killed in step 7, after step 6's state (checkpoint 50%) was saved
+        run_pretrain(run_config(vocab_file), env, out_b, Logs(kill_at=7))
+    assert torch.load(out_b / "state.pt", weights_only=False)["step"] == 6
+    assert (out_b / "checkpoint-50pct").is_dir() and not (out_b / "checkpoint-100pct").exists()
+
+    logs_b = Logs()
+    result_b = run_pretrain(run_config(vocab_file), env, out_b, logs_b)
+    assert sorted(logs_b.series("train/loss")) == list(range(7, 13))  # resumed, not restarted
+    loss_a, loss_b = logs_a.series("train/loss"), logs_b.series("train/loss")
+    assert [loss_b[s] for s in range(7, 13)] == pytest.approx([loss_a[s] for s in range(7, 13)], rel=1e-5)
+    assert result_b["metrics"] == pytest.approx(result_a["metrics"], rel=1e-5, abs=1e-6)
+    state_a = torch.load(out_a / "state.pt", weights_only=False)["model"]
+    state_b = torch.load(out_b / "state.pt", weights_only=False)["model"]
+    assert state_a.keys() == state_b.keys()
+    for k in state_a:
+        torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_dropout_matches_uninterrupted_run(vocab_file, env, tmp_path):
+    model = tiny_model_config(dropout=0.1, attention_dropout=0.1)
+    logs_a = Logs()
+    run_pretrain(run_config(vocab_file, model), env, tmp_path / "a", logs_a)
+    with pytest.raises(Killed):
+        run_pretrain(run_config(vocab_file, model), env, tmp_path / "b", Logs(kill_at=7))
+    logs_b = Logs()
+    run_pretrain(run_config(vocab_file, model), env, tmp_path / "b", logs_b)
+    loss_a, loss_b = logs_a.series("train/loss"), logs_b.series("train/loss")
+    assert [loss_b[s] for s in range(7, 13)] == pytest.approx([loss_a[s] for s in range(7, 13)], rel=1e-5)
+
+
+class Captured(Exception):
+    pass
+
+
+def test_unigram_counts_are_corpus_tokens_only(vocab_file, env, tmp_path, tokenizer, monkeypatch):
+    import electra_bench.units as units
+
+    seen = {}
+
+    def capture(model, pre, vocab, unigram_counts=None):
+        seen["counts"], seen["vocab"] = unigram_counts, vocab
+        raise Captured
+
+    monkeypatch.setattr(units, "build_objective", capture)
+    with pytest.raises(Captured):
+        run_pretrain(run_config(vocab_file, generator_size="unigram"), env, tmp_path / "unigram", Logs())
+    counts, vocab = seen["counts"], seen["vocab"]
+    assert counts is not None and len(counts) == vocab.size
+    assert counts[tokenizer.convert_tokens_to_ids("the")] > 0
+    assert [int(counts[i]) for i in vocab.special_ids] == [0] * len(vocab.special_ids)
+
+
+def test_non_finite_loss_raises(vocab_file, env, tmp_path):
+    with pytest.raises(NonFiniteLoss, match="at step"):
+        run_pretrain(run_config(vocab_file, lr=1e30, grad_clip=1e30), env, tmp_path / "nan", Logs())
