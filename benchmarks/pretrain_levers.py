@@ -39,6 +39,8 @@ LEVERS = {
     "mini": {"model": {"size": "mini"}},
     "fp32": {"pretrain": {"precision": "fp32"}},
     # G is D (Paper §3.2 "tie all weights", 84.4 GLUE): the shared encoder also learns from the MLM loss
+    "tie_none": {"pretrain": {"tying": "none"}},
+    "unigram": {"pretrain": {"generator_size": "unigram"}},
     "tie_all": {"pretrain": {"generator_size": 1.0, "tying": "all"}},
     "mask25_lr2e-3": {"pretrain": {"mask_prob": 0.25, "lr": 2e-3}},
 }

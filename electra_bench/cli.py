@@ -94,8 +94,11 @@ def _plan(suite, args):
     if not plan.data_root.is_dir():
         from .config import ConfigError
 
+        file, line, field = "--data-root", None, None
+        if not args.data_root and suite.config.data_root:
+            (file, line), field = suite.source.where(("data_root",)), "data_root"
         raise ConfigError(f"data root {plan.data_root} does not exist (set data_root, --data-root or "
-                          f"$ELECTRA_BENCH_DATA)", str(suite.path))
+                          f"$ELECTRA_BENCH_DATA)", file, line, field)
     return plan
 
 
@@ -104,17 +107,31 @@ def cmd_validate(suite, args) -> int:
     from .corpus import source_files
     from .tasks import TASKS
 
+    from .config import ConfigError
+    from .tasks import DataError
+
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
-            source_files(plan.data_root, cell.config.corpus.sources)
-    for task in suite.config.tasks:
+            for j, pattern in enumerate(cell.config.corpus.sources):
+                try:
+                    source_files(plan.data_root, [pattern])
+                except DataError as e:
+                    file, line = suite.source.where(("base", "corpus", "sources", j))
+                    raise ConfigError(str(e), file, line, f"base.corpus.sources[{j}]") from None
+            tok = cell.config.tokenizer
+            vocab = Path(tok.vocab) if Path(tok.vocab).is_absolute() else plan.data_root / tok.vocab
+            if tok.train_vocab_size is None and not vocab.is_file():
+                file, line = suite.source.where(("base", "tokenizer", "vocab"))
+                raise ConfigError(f"vocab file {vocab} not found", file, line, "base.tokenizer.vocab")
+    custom = [d.get("name") for d in suite.config.custom_tasks]
+    for k, task in enumerate(suite.config.tasks):
         spec = TASKS.get(task)
         for split in ("train", "dev"):
             path = spec.file_path(split, plan.data_root)
             if not path.is_file() and spec.hub is None:
-                from .tasks import DataError
-
-                raise DataError(f"task '{task}': {path} not found")
+                at, field = (("custom_tasks", custom.index(task)), f"custom_tasks.{custom.index(task)}") \
+                    if task in custom else (("tasks", k), f"tasks[{k}]")
+                raise ConfigError(f"task '{task}': {path} not found", *suite.source.where(at), field)
     print(f"{suite.path}: valid — {len(suite.cells)} cells, {len(plan.units)} units")
     return 0
 

@@ -48,6 +48,12 @@ class Source:
 def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
     out[prefix] = (file, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key, _ in node.value:
+            if key.value in seen:
+                raise ConfigError(f"duplicate key '{key.value}' (first on line {seen[key.value]})", file,
+                                  key.start_mark.line + 1, ".".join(str(p) for p in (*prefix, key.value)))
+            seen[key.value] = key.start_mark.line + 1
         for key, value in node.value:
             out[prefix + (key.value,)] = (file, key.start_mark.line + 1)
             _node_lines(value, file, prefix + (key.value,), out)
@@ -59,11 +65,16 @@ def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
 
 def _read_yaml(path: Path) -> tuple[dict, dict]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", str(path)) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read ({e.strerror})", str(path)) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path)) from None
+        raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path),
+                          raw[:e.start].count(b"\n") + 1) from None
     try:
         data = yaml.load(text, Loader=_Loader)
         node = yaml.compose(text, Loader=_Loader)
@@ -72,7 +83,8 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"YAML syntax error: {problem}", str(path), mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
-        raise ConfigError("a suite must be a YAML mapping (key: value)", str(path), 1)
+        raise ConfigError("a suite must be a YAML mapping (key: value)", str(path),
+                          node.start_mark.line + 1 if node is not None else 1)
     lines: dict = {}
     _node_lines(node, str(path), (), lines)
     return data, lines
@@ -99,7 +111,14 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, 
         file, line = lines.get(("extends",), (str(path), None))
         raise ConfigError("extends must be a file name or a list of file names", file, line, "extends")
     merged, merged_lines = {}, {}
-    for parent in parents:
+    for i, parent in enumerate(parents):
+        file, line = lines.get(("extends", i), lines.get(("extends",), (str(path), None)))
+        target = (path.parent / parent).resolve()
+        if target in (*chain, path):
+            cycle = " -> ".join(p.name for p in (*chain, path, target))
+            raise ConfigError(f"cyclic extends: {cycle}", file, line, "extends")
+        if not target.is_file():
+            raise ConfigError(f"extends '{parent}': file not found ({target})", file, line, "extends")
         pdata, plines = _load_with_extends(path.parent / parent, (*chain, path))
         pdata.pop("name", None)  # a suite's name is its own, never inherited
         merged, merged_lines = deep_merge(merged, pdata), {**merged_lines, **plines}
@@ -276,6 +295,8 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
     for text in overrides:
         key, value = parse_override(text)
         data = _set_path(data, key, value)
+        for n in range(1, len(key)):
+            source.lines.setdefault(key[:n], ("--set", None))
         source.lines[key] = ("--set", None)
     try:
         cfg = SuiteConfig.model_validate(data)
@@ -294,8 +315,25 @@ def _check_tasks(cfg: SuiteConfig, source: Source) -> None:
             spec = task_from_dict(d)
         except ValidationError as e:
             _raise_validation(e, source, SuiteConfig, ("custom_tasks", i))
+        if spec.name in custom or (spec.name in TASKS and TASKS.get(spec.name) != spec):
+            file, line = source.where(("custom_tasks", i, "name"))
+            what = "another custom task" if spec.name in custom else "a built-in task"
+            raise ConfigError(f"task name '{spec.name}' is already used by {what}", file, line,
+                              f"custom_tasks.{i}.name")
         custom[spec.name] = spec
     known = [*TASKS.names(), *custom]
+    for i, name in enumerate(cfg.table.columns or []):
+        if name not in cfg.tasks:
+            file, line = source.where(("table", "columns", i))
+            raise ConfigError(f"column '{name}' is not one of the suite's tasks{did_you_mean(name, cfg.tasks)}",
+                              file, line, f"table.columns[{i}]")
+    from .tables import _PLOT_KEYS
+    for i, plot in enumerate(cfg.table.plots):
+        for key in plot:
+            if key not in _PLOT_KEYS:
+                file, line = source.where(("table", "plots", i, key))
+                raise ConfigError(f"unknown key '{key}'{did_you_mean(key, _PLOT_KEYS)}", file, line,
+                                  f"table.plots.{i}.{key}")
     for i, name in enumerate(cfg.tasks):
         if name not in known:
             file, line = source.where(("tasks", i))

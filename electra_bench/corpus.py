@@ -49,8 +49,8 @@ def _open_text(path: Path):
         with open(path, "rb") as f:
             if f.read(2) != b"\x1f\x8b":
                 raise DataError(f"{path}: named .gz but is not gzip data")
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def iter_documents(files: list[Path], max_bytes: int | None = None) -> Iterator[list[str]]:
@@ -58,10 +58,11 @@ def iter_documents(files: list[Path], max_bytes: int | None = None) -> Iterator[
     read = 0
     for path in files:
         doc: list[str] = []
+        number = 0
         try:
             with _open_text(path) as f:
-                for line in f:
-                    line = line.strip()
+                for number, raw in enumerate(f, 1):
+                    line = raw.decode("utf-8").strip()
                     read += len(line) + 1
                     if line:
                         doc.append(line)
@@ -71,9 +72,11 @@ def iter_documents(files: list[Path], max_bytes: int | None = None) -> Iterator[
                     if max_bytes and read >= max_bytes:
                         break
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+            raise DataError(f"{path}:{number}: not UTF-8 text ({e.reason})") from None
         except (OSError, EOFError) as e:
             raise DataError(f"{path}: cannot read ({e})") from None
+        if number == 0:
+            raise DataError(f"{path}: no text (empty file)")
         if doc:
             yield doc
         if max_bytes and read >= max_bytes:
