@@ -126,7 +126,7 @@ def cmd_validate(suite, args) -> int:
     custom = [d.get("name") for d in suite.config.custom_tasks]
     for k, task in enumerate(suite.config.tasks):
         spec = TASKS.get(task)
-        for split in ("train", "dev"):
+        for split in ("train", *spec.dev_splits[:1]):
             path = spec.file_path(split, plan.data_root)
             if not path.is_file() and spec.hub is None:
                 at, field = (("custom_tasks", custom.index(task)), f"custom_tasks.{custom.index(task)}") \

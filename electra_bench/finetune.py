@@ -142,6 +142,10 @@ def degenerate(spec: TaskSpec, preds: list) -> bool:
     return len(set(flat)) <= 1
 
 
+def gold_of(spec: TaskSpec, ds) -> list:
+    return list(ds["tags"]) if spec.kind == "tagging" else list(ds["label"])
+
+
 def score(spec: TaskSpec, preds: list, gold: list) -> dict[str, float]:
     raw = compute_metrics(spec, preds, gold)
     return {k: v * METRICS.get(k).scale for k, v in raw.items()}
@@ -155,9 +159,10 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
     train_ds = subsample(load_split(spec, "train", data_root), s.train_examples, s.seed)
     if spec.symmetric and s.double_unordered:
         train_ds = both_orders(train_ds)
-    dev_ds = subsample(load_split(spec, "dev", data_root), s.dev_examples, 0)
+    dev_split, *other_dev = spec.dev_splits  # the first is the headline (MNLI: matched)
+    dev_ds = subsample(load_split(spec, dev_split, data_root), s.dev_examples, 0)
     train, dev = encode(spec, train_ds, tokenizer, s.max_seq_length), encode(spec, dev_ds, tokenizer, s.max_seq_length)
-    dev_gold = list(dev_ds["tags"]) if spec.kind == "tagging" else list(dev_ds["label"])
+    dev_gold = gold_of(spec, dev_ds)
     model.to(s.device).train()
     steps_per_epoch = math.ceil(len(train.input_ids) / s.batch_size)
     total = max(1, round(steps_per_epoch * s.epochs))
@@ -192,6 +197,10 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
                     break
     preds = predict(model, dev, spec, s)
     metrics = score(spec, preds, dev_gold)
+    for split in other_dev:  # e.g. MNLI mismatched: reported as <metric>@<split>
+        ds = subsample(load_split(spec, split, data_root), s.dev_examples, 0)
+        extra = score(spec, predict(model, encode(spec, ds, tokenizer, s.max_seq_length), spec, s), gold_of(spec, ds))
+        metrics.update({f"{k}@{split}": v for k, v in extra.items()})
     flags = ["degenerate"] if degenerate(spec, preds) else []
     return {"metrics": metrics, "headline": metrics[spec.headline], "flags": flags, "curve": curve,
             "n_train": len(train.input_ids), "n_dev": len(dev.input_ids), "steps": total,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import Plan, Unit, base_record, encoder_source, failure_reason, pretrain_dir, timed
+from .suite import Plan, Unit, base_record, encoder_source, failure_reason, pretrain_dir, timed, upstream_of
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 from .units import Env, run_finetune, run_pretrain
@@ -64,15 +64,16 @@ def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
                 for unit in units:
                     if unit.status != "pending":
                         continue
-                    if unit.kind == "finetune" and unit.cell.label in failed_pretrain:
-                        unit.status, unit.reason = "blocked", f"pre-training failed: {failed_pretrain[cell.label]}"
+                    up = upstream_of(cell.config, plan.data_root)
+                    if unit.kind == "finetune" and up in failed_pretrain:
+                        unit.status, unit.reason = "blocked", f"pre-training failed: {failed_pretrain[up]}"
                         bad.append(unit)
                         continue
                     ok = _run_unit(plan, unit, env, tracker, cell_run)
                     if not ok:
                         bad.append(unit)
                         if unit.kind == "pretrain":
-                            failed_pretrain[cell.label] = unit.reason
+                            failed_pretrain[unit.key] = unit.reason
                 _log_cell_summary(plan, cell, cell_run)
         for path in render(plan):
             suite_run.log_artifact(path, "tables")

@@ -117,7 +117,7 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     done = {r["run_key"] for r in read_records_safe(plan.records_path)}
     for cell in suite.cells:
         up = upstream_of(cell.config, root)
-        if needs_pretraining(cell.config):
+        if needs_pretraining(cell.config) and all(u.key != up for u in plan.units):  # shared cells run once
             plan.units.append(Unit("pretrain", cell, up, status="done" if up in done else "pending"))
         for task in suite.config.tasks:
             for seed in suite.config.seeds:

@@ -9,7 +9,8 @@ from electra_bench.config import ConfigError, load_suite, parse_override
 from electra_bench.tasks import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
-SUITES = sorted([*REPO.glob("suites/**/*.yaml"), *REPO.glob("suites/**/*.yml")])
+# files starting with "_" are parents for `extends`, not suites of their own
+SUITES = sorted(p for p in [*REPO.glob("suites/**/*.yaml"), *REPO.glob("suites/**/*.yml")] if not p.name.startswith("_"))
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -337,6 +338,11 @@ def test_set_overrides_apply_and_validate(tmp_path):
 @pytest.mark.skipif(not SUITES, reason="no suite files under suites/ yet")
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_suite_file_validates(path):
-    suite = load_suite(path)
-    assert suite.cells, f"{path} resolves to no cells"
-    assert len({c.label for c in suite.cells}) == len(suite.cells)
+    from electra_bench.config import _load_with_extends
+
+    scales = list((_load_with_extends(path)[0].get("scales") or {None: None}))
+    for scale in scales:  # every scale a suite declares (cpu and paper for suites/paper/*)
+        suite = load_suite(path, scale=scale)
+        assert suite.cells, f"{path} resolves to no cells"
+        assert len({c.label for c in suite.cells}) == len(suite.cells)
+        assert suite.config.tasks, f"{path} ({scale}) has no tasks"

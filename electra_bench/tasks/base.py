@@ -131,6 +131,11 @@ class TaskSpec(BaseModel):
             return base.model_copy(update={"label_column": None})
         return base
 
+    @property
+    def dev_splits(self) -> list[str]:
+        """Dev splits in file order: `dev`, or e.g. MNLI's dev_matched (headline) and dev_mismatched."""
+        return [s for s in self.files if s == "dev" or s.startswith("dev_")]
+
     def file_path(self, split: str, data_root: str | Path) -> Path:
         if split not in self.files:
             raise UnknownName(f"split of task '{self.name}'", split, list(self.files))
