@@ -35,6 +35,8 @@ LEVERS = {
     "gen1_8": {"pretrain": {"generator_size": 0.125}},
     "gen1_2": {"pretrain": {"generator_size": 0.5}},
     "temp1.5": {"pretrain": {"temperature": 1.5}},
+    "temp2": {"pretrain": {"temperature": 2.0}},
+    "vocab4k": {"tokenizer": {"train_vocab_size": 4096}},
     "seq64": {"corpus": {"max_seq_length": 64}, "pretrain": {"batch_size": 64}},
     "mini": {"model": {"size": "mini"}},
     "fp32": {"pretrain": {"precision": "fp32"}},
@@ -42,8 +44,51 @@ LEVERS = {
     "tie_none": {"pretrain": {"tying": "none"}},
     "unigram": {"pretrain": {"generator_size": "unigram"}},
     "tie_all": {"pretrain": {"generator_size": 1.0, "tying": "all"}},
+    # §3.2: train G (same size) alone, then initialise D from G and train D; without that initialisation D "would
+    # sometimes fail to learn at all beyond the majority class"
+    "two_stage_lr1e-3": {"pretrain": {"generator_size": 1.0, "algorithm": "two_stage", "lr": 1e-3}},
+    "tie_all_lr1e-3": {"pretrain": {"generator_size": 1.0, "tying": "all", "lr": 1e-3}},
     "mask25_lr2e-3": {"pretrain": {"mask_prob": 0.25, "lr": 2e-3}},
 }
+
+
+def report(out: Path) -> None:
+    """levers.md (one row per lever, last record wins) and levers.png (held-out disc AUC vs step) from levers.jsonl."""
+    rows = {}
+    for line in (out / "levers.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        rows[rec["lever"]] = rec
+    lines = ["# CPU-scale levers: does the discriminator leave the majority-class plateau?", "",
+             "Each row: one short pre-training (tiny model, batch 32, seq 128, bf16 unless stated) that differs from",
+             "`base` in one setting; metrics on held-out blocks at the last step. A discriminator on the plateau",
+             "predicts 'original' everywhere: recall ~0, AUC ~0.5. tokens/s is only indicative: other jobs shared the",
+             "2 cores during these runs (benchmarks/pretrain_step.py measures speed side by side).", "",
+             "Command: `python benchmarks/pretrain_levers.py --steps N --only LEVERS` (then `--report`).", "",
+             "| lever | change | steps | disc recall | disc AUC | disc precision | gen MLM acc | replaced | tokens/s | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        m = r["final"]
+        lines.append(f"| {name} | `{json.dumps(r['overrides'])}` | {r['steps']} | {m.get('disc_recall', 0):.3f} | "
+                     f"{m.get('disc_auc', float('nan')):.3f} | {m.get('disc_precision', 0):.3f} | "
+                     f"{m.get('gen_mlm_acc', float('nan')):.3f} | {m.get('replaced_frac', 0):.3f} | "
+                     f"{r['tokens_per_s']:.0f} | {r['wall_s']:.0f} |")
+    (out / "levers.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in rows.items():
+        pts = [(c["step"], c["eval/disc_auc"]) for c in r["curve"] if "eval/disc_auc" in c]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("pre-training step")
+    ax.set_ylabel("held-out discriminator AUC")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "levers.png", dpi=120)
 
 
 def main() -> None:
@@ -52,9 +97,13 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(LEVERS), help="comma-separated lever names")
     ap.add_argument("--out", default="results/pretraining_effect")
     ap.add_argument("--work", default="work/levers")
+    ap.add_argument("--report", action="store_true", help="only render levers.md / levers.png from levers.jsonl")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        report(out)
+        return
     env = Env(default_data_root(), Path(args.work), show_progress=False)
     for name in args.only.split(","):
         cfg = deep_merge(deep_merge(BASE, {"pretrain": {"steps": args.steps}}), LEVERS[name])

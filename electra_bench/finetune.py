@@ -40,6 +40,7 @@ class FinetuneSettings:
     precision: str
     device: str
     seed: int
+    predictions_dir: Path | None = None  # when set: test-split predictions in submission format go here
 
 
 @dataclass
@@ -142,6 +143,25 @@ def degenerate(spec: TaskSpec, preds: list) -> bool:
     return len(set(flat)) <= 1
 
 
+def write_predictions(spec: TaskSpec, ds, preds: list, path: Path) -> Path:
+    """GLUE leaderboard format (`index<TAB>prediction`, label names, STS-B scores clipped to [0, 5]) or, for
+    tagging, CoNLL columns (`token gold predicted`, blank line between sentences; gold is `O` when withheld)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if spec.kind == "tagging":
+        lines = []
+        for tokens, gold, pred in zip(ds["tokens"], ds["tags"], preds):
+            lines += [f"{t} {spec.labels[g] if g >= 0 else 'O'} {spec.labels[p]}" for t, g, p in zip(tokens, gold, pred)]
+            lines.append("")
+    else:
+        lines = ["index\tprediction"]
+        for i, p in enumerate(preds):
+            lines.append(f"{i}\t{min(5.0, max(0.0, p)):.3f}" if spec.kind == "regression" else f"{i}\t{spec.labels[p]}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def gold_of(spec: TaskSpec, ds) -> list:
     return list(ds["tags"]) if spec.kind == "tagging" else list(ds["label"])
 
@@ -201,6 +221,10 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
         ds = subsample(load_split(spec, split, data_root), s.dev_examples, 0)
         extra = score(spec, predict(model, encode(spec, ds, tokenizer, s.max_seq_length), spec, s), gold_of(spec, ds))
         metrics.update({f"{k}@{split}": v for k, v in extra.items()})
+    if s.predictions_dir is not None and "test" in spec.files:
+        test_ds = load_split(spec, "test", data_root)
+        test_preds = predict(model, encode(spec, test_ds, tokenizer, s.max_seq_length), spec, s)
+        write_predictions(spec, test_ds, test_preds, s.predictions_dir / f"{spec.name}-seed{s.seed}.tsv")
     flags = ["degenerate"] if degenerate(spec, preds) else []
     return {"metrics": metrics, "headline": metrics[spec.headline], "flags": flags, "curve": curve,
             "n_train": len(train.input_ids), "n_dev": len(dev.input_ids), "steps": total,

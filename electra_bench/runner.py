@@ -100,8 +100,9 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
                              {"suite": cfg.name, "task": unit.task, "seed": str(unit.seed)}) as run:
                 run.log_params({**flatten(cell.config.model_dump(mode="json")["finetune"], "finetune."),
                                 "task": unit.task, "seed": unit.seed, "upstream": encoder_source(plan, cell)})
+                preds_dir = plan.work_dir / "predictions" / cell.label.replace("/", "_")
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
-                                                       encoder_source(plan, cell), run.log_metrics))
+                                                       encoder_source(plan, cell), run.log_metrics, preds_dir))
                 run.log_metrics({"final/" + k: v for k, v in out["metrics"].items()}, out["steps"])
             from .metrics import METRICS
 
