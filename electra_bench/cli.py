@@ -157,7 +157,13 @@ def cmd_plan(suite, args) -> int:
             fl = f"{flops_per_step(u.cell.config, vocab) * steps:.2e} ({steps} steps)"
         table.add_row(u.status, u.kind, u.cell.label, u.task or "", "" if u.seed is None else str(u.seed),
                       u.key[:12], fl)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+    counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    for u in plan.units:
+        if u.status == "failed":
+            console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {'' if u.seed is None else u.seed}: {u.reason}")
     del load_tokenizer
     return 0
 

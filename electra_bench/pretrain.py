@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,7 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
         scheduler.load_state_dict(state["scheduler"])
         rng.set_state(state["rng"].cpu() if s.device == "cpu" else state["rng"])
         step = state["step"]
+        print(f"[pretrain] resuming from step {step} of {s.steps} ({state_path})", file=sys.stderr, flush=True)
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])

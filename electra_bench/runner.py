@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import Plan, Unit, base_record, encoder_source, failure_reason, pretrain_dir, timed, upstream_of
+from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir, timed,
+                    upstream_of)
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
-from .units import Env, run_finetune, run_pretrain
+
+FAILURES = "failures.jsonl"  # work/<suite>/failures.jsonl: failed units and why (plan shows them)
 
 
 def table_spec(plan: Plan) -> dict:
@@ -41,16 +44,44 @@ def _log(msg: str) -> None:
 
 
 def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
-    """Run every pending unit; returns the units that failed or were blocked."""
+    """Run every pending unit; returns the units that failed or were blocked.
+
+    One process at a time per suite (a lock file in the work dir): a second `run` exits with a clear error."""
+    cfg = plan.suite.config
+    pending = [u for u in plan.units if u.status != "done"]
+    _log(f"suite {cfg.name}: {len(plan.units)} units, {len(plan.units) - len(pending)} done, "
+         f"{len(pending)} to run")
+    if not pending:  # fully cached: no tracker, no training imports
+        render(plan)
+        return []
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+    with _suite_lock(plan.work_dir / "run.lock"):
+        return _run_pending(plan, show_progress)
+
+
+@contextmanager
+def _suite_lock(path: Path):
+    import fcntl
+
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            from .config import ConfigError
+
+            raise ConfigError(f"another `electra-bench run` holds {path}; wait for it or stop it") from None
+        yield
+
+
+def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
+    from .units import Env
+
     cfg = plan.suite.config
     env = Env(plan.data_root, plan.work_dir, show_progress)
     tracker = make_tracker(cfg.tracking.uri, cfg.name, cfg.tracking.enabled, plan.work_dir)
     plan.records_path.parent.mkdir(parents=True, exist_ok=True)
     failed_pretrain: dict[str, str] = {}
     bad: list[Unit] = []
-    pending = [u for u in plan.units if u.status == "pending"]
-    _log(f"suite {cfg.name}: {len(plan.units)} units, {len(plan.units) - len(pending)} done, "
-         f"{len(pending)} to run")
     with tracker.run(f"suite/{cfg.name}", f"suite:{cfg.name}", "suite") as suite_run:
         suite_run.log_text(plan.suite.path.read_text(), "suite.yaml")
         suite_run.log_text(environment_info(), "environment.json")
@@ -58,12 +89,12 @@ def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
             units = [u for u in plan.units if u.cell is cell]
             if all(u.status == "done" for u in units):
                 continue
-            cell_key = f"cell:{cfg.name}:{units[0].key if units else cell.label}"
+            cell_key = f"cell:{cfg.name}:{cell_digest(cell)}"
             with tracker.run(f"cell/{cell.label}", cell_key, "cell", suite_run, {"suite": cfg.name}) as cell_run:
                 cell_run.log_params({**flatten(cell.config.model_dump(mode="json")), "cell.label": cell.label})
                 for unit in units:
-                    if unit.status != "pending":
-                        continue
+                    if unit.status == "done":
+                        continue  # pending, and failed ones from an earlier run (retried)
                     up = upstream_of(cell.config, plan.data_root)
                     if unit.kind == "finetune" and up in failed_pretrain:
                         unit.status, unit.reason = "blocked", f"pre-training failed: {failed_pretrain[up]}"
@@ -81,6 +112,8 @@ def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
 
 
 def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
+    from .units import run_finetune, run_pretrain
+
     cfg, cell = plan.suite.config, unit.cell
     name = f"{unit.kind}/{cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
     _log(f"-> {name}")
@@ -119,6 +152,9 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
     except Exception as exc:  # one failing unit never stops the suite
         unit.status, unit.reason = "failed", failure_reason(exc)
         _log(f"   FAILED: {unit.reason}")
+        with open(plan.work_dir / FAILURES, "a") as f:
+            f.write(json.dumps({"run_key": unit.key, "unit": unit.kind, "cell": cell.label, "task": unit.task,
+                                "seed": unit.seed, "reason": unit.reason}) + "\n")
         return False
 
 

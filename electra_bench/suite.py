@@ -110,11 +110,31 @@ def register_custom_tasks(suite: Suite) -> None:
         register_task(task_from_dict(d))
 
 
+def cell_digest(cell: Cell) -> str:
+    """A cell's identity for its MLflow run: its whole resolved config (not the order of its units)."""
+    return _digest(cell.config.model_dump(mode="json"))
+
+
+def failures(work_dir: Path) -> dict[str, str]:
+    """run_key -> reason of the last failure, from work/<suite>/failures.jsonl (the runner appends to it)."""
+    path = work_dir / "failures.jsonl"
+    out: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a kill: the unit simply shows as pending
+            out[rec["run_key"]] = rec["reason"]
+    return out
+
+
 def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     root = Path(data_root or suite.config.data_root or default_data_root())
     register_custom_tasks(suite)
     plan = Plan(suite, root)
     done = {r["run_key"] for r in read_records_safe(plan.records_path)}
+    failed = failures(plan.work_dir)
     for cell in suite.cells:
         up = upstream_of(cell.config, root)
         if needs_pretraining(cell.config) and all(u.key != up for u in plan.units):  # shared cells run once
@@ -123,6 +143,9 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
             for seed in suite.config.seeds:
                 key = finetune_key(cell.config, TASKS.get(task), seed, up)
                 plan.units.append(Unit("finetune", cell, key, task, seed, "done" if key in done else "pending"))
+    for unit in plan.units:
+        if unit.status == "pending" and unit.key in failed:
+            unit.status, unit.reason = "failed", failed[unit.key]  # shown by `plan`; `run` retries it
     return plan
 
 

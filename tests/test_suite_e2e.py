@@ -45,8 +45,8 @@ def make_data_root(root: Path, seed: int = 0) -> Path:
             lines += [f"{name} NNP B-NP B-{typ}", "saw VBD B-VP O", f"the DT B-NP O", "film NN I-NP O", ""]
         (conll / f"{split}.txt").write_text("\n".join(lines))
     texts = (root / "corpus" / "tiny" / "a.txt").read_text().split("\n") + [n for n, _ in NAMES] + ["saw"]
-    vocab = train_wordpiece(iter(texts), 120, root / "vocab")
-    return vocab.parent
+    train_wordpiece(iter(texts), 120, root / "vocab")
+    return root
 
 
 SUITE = """
