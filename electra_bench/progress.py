@@ -33,11 +33,8 @@ class _Rich:
 @contextmanager
 def bar(total: int, desc: str, enabled: bool = True):
     """`with bar(100, "pretrain") as b: b.update(1, info="loss 3.2")`."""
-    if not enabled:
-        yield _Plain(total, desc, every_s=float("inf"))
-        return
-    if not sys.stderr.isatty():
-        yield _Plain(total, desc)
+    if not enabled or not sys.stderr.isatty():  # plain lines: logs, CI, --no-progress
+        yield _Plain(total, desc, every_s=60.0)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
