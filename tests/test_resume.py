@@ -271,13 +271,13 @@ def test_mlflow_has_one_run_per_key(killed_twice):
 @pytest.mark.slow
 def test_rerun_of_finished_suite_trains_nothing(killed_twice, monkeypatch, capsys):
     k = killed_twice
-    import electra_bench.runner as runner
+    import electra_bench.units as units
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished suite started training")
 
-    monkeypatch.setattr(runner, "run_pretrain", no_training)
-    monkeypatch.setattr(runner, "run_finetune", no_training)
+    monkeypatch.setattr(units, "run_pretrain", no_training)  # runner imports them from units per unit
+    monkeypatch.setattr(units, "run_finetune", no_training)
     before, runs_before = k.records.read_bytes(), len(mlflow_runs(k.tmp, k.name))
     t0 = time.perf_counter()
     assert cli.main(["run", str(k.suite), "--no-progress"]) == 0
