@@ -77,7 +77,7 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
     from .units import Env
 
     cfg = plan.suite.config
-    env = Env(plan.data_root, plan.work_dir, show_progress)
+    env = Env(plan.data_root, plan.work_dir, show_progress, Path(cfg.work_dir) / "cache")
     tracker = make_tracker(cfg.tracking.uri, cfg.name, cfg.tracking.enabled, plan.work_dir)
     plan.records_path.parent.mkdir(parents=True, exist_ok=True)
     failed_pretrain: dict[str, str] = {}

@@ -31,10 +31,11 @@ class Env:
     data_root: Path
     work_dir: Path
     show_progress: bool = True
+    shared_cache: Path | None = None  # vocab and packed corpora, shared by every suite (keyed by their inputs)
 
     @property
     def cache_dir(self) -> Path:
-        return self.work_dir / "cache"
+        return self.shared_cache or self.work_dir / "cache"
 
 
 def resolve_device(name: str) -> str:
