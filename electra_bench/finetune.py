@@ -175,6 +175,8 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
              log=lambda metrics, step: None, show_progress: bool = True) -> dict:
     """Fine-tune `model` on `spec`'s train split and score the dev split; returns metrics (reporting scale)."""
     torch.manual_seed(s.seed)
+    if s.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     rng = np.random.default_rng(s.seed)
     train_ds = subsample(load_split(spec, "train", data_root), s.train_examples, s.seed)
     if spec.symmetric and s.double_unordered:

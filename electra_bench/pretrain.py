@@ -143,6 +143,8 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
              tokenizer, log=lambda metrics, step: None, show_progress: bool = True) -> dict[str, float]:
     """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if s.device == "cuda":  # TF32 matmuls for the fp32 parts (Hopper/Ampere); bf16 autocast does the rest
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(s.seed)
     objective = algorithm.objective.to(s.device)
     optimizer = make_optimizer(objective, s.lr, s.weight_decay, s.adam_eps, s.betas, s.bias_correction)
