@@ -1,0 +1,29 @@
+"""Every committed results/<suite>/table.md is what its records render to: nothing in results/ is edited by hand.
+
+The suite file is found by name (results/<name>/ <-> suites/<name>.yaml)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from electra_bench.config import load_suite
+from electra_bench.results import read_records
+from electra_bench.runner import table_spec
+from electra_bench.suite import Plan
+from electra_bench.tables import render_all
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = sorted(p.parent for p in (REPO / "results").rglob("records.jsonl") if (p.parent / "table.md").exists())
+
+
+@pytest.mark.skipif(not RESULTS, reason="no committed suite results yet")
+@pytest.mark.parametrize("folder", RESULTS, ids=lambda p: str(p.relative_to(REPO / "results")))
+def test_committed_table_matches_its_records(folder, tmp_path):
+    name = str(folder.relative_to(REPO / "results"))
+    suite_file = REPO / "suites" / f"{name}.yaml"
+    assert suite_file.exists(), f"no suite file for {folder}"
+    suite = load_suite(suite_file)
+    records = read_records(folder / "records.jsonl")
+    render_all(records, table_spec(Plan(suite, REPO)), tmp_path)
+    assert (tmp_path / "table.md").read_text() == (folder / "table.md").read_text()
