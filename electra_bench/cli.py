@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
               "electra-bench table suites/quickstart.yaml")
+    ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
+                        description="list the suites under a folder with their progress (units done / total)",
+                        epilog="example:\n  electra-bench ls suites/paper", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls.add_argument("folder", nargs="?", default="suites")
+    ls.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
     c = suite_cmd("compare", "two or more cells side by side: config differences and metric deltas (medians)",
                   "electra-bench compare suites/quickstart.yaml ELECTRA 'random init'")
     c.add_argument("cells", nargs="*", help="cell labels (default: all cells of the suite)")
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from .tasks import DataError
 
     try:
+        if args.command == "ls":
+            return cmd_ls(args)
         suite = load_suite(args.suite, args.overrides, args.scale)
         return COMMANDS[args.command](suite, args)
     except (ConfigError, DataError) as e:
@@ -160,7 +167,8 @@ def cmd_plan(suite, args) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed")}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()) + (" — a run is in progress" if _is_running(plan)
+                                                                        else ""))
     for u in plan.units:
         if u.status == "failed":
             console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {'' if u.seed is None else u.seed}: {u.reason}")
@@ -195,6 +203,40 @@ def cmd_table(suite, args) -> int:
         return 1
     print((plan.records_path.parent / "table.md").read_text())
     return 0
+
+
+def cmd_ls(args) -> int:
+    from .config import ConfigError, load_suite
+    from .suite import make_plan
+
+    files = sorted(p for p in Path(args.folder).rglob("*.y*ml") if not p.name.startswith("_"))
+    for path in files:
+        try:
+            plan = make_plan(load_suite(path), Path(args.data_root) if args.data_root else None)
+        except ConfigError as e:
+            print(f"{str(path):45s} INVALID  {e}")
+            continue
+        done = sum(u.status == "done" for u in plan.units)
+        failed = sum(u.status == "failed" for u in plan.units)
+        running = " running" if _is_running(plan) else ""
+        print(f"{str(path):45s} {plan.suite.config.name:32s} {done:4d}/{len(plan.units):<4d} done"
+              f"{f', {failed} failed' if failed else ''}{running}")
+    return 0
+
+
+def _is_running(plan) -> bool:
+    """A `run` of this suite holds its lock file right now."""
+    import fcntl
+
+    lock = plan.work_dir / "run.lock"
+    if not lock.exists():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def cmd_compare(suite, args) -> int:

@@ -39,6 +39,15 @@ def render(plan: Plan) -> list[Path]:
     return render_all(records, table_spec(plan), plan.records_path.parent)
 
 
+def resolved_config(plan: Plan) -> str:
+    """The suite after extends, scale and --set, with every cell's full run config (what actually ran)."""
+    import yaml
+
+    data = plan.suite.config.model_dump(mode="json")
+    data["resolved_cells"] = {c.label: c.config.model_dump(mode="json") for c in plan.suite.cells}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -84,6 +93,7 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
     bad: list[Unit] = []
     with tracker.run(f"suite/{cfg.name}", f"suite:{cfg.name}", "suite") as suite_run:
         suite_run.log_text(plan.suite.path.read_text(), "suite.yaml")
+        suite_run.log_text(resolved_config(plan), "resolved_config.yaml")
         suite_run.log_text(environment_info(), "environment.json")
         for cell in plan.suite.cells:
             units = [u for u in plan.units if u.cell is cell]
@@ -121,6 +131,7 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
         if unit.kind == "pretrain":
             with tracker.run(name, unit.key, "pretrain", cell_run, {"suite": cfg.name}) as run:
                 run.log_params(flatten(cell.config.model_dump(mode="json")))
+                run.log_dataset("corpus", ",".join(cell.config.corpus.sources), unit.key, "training")
                 out, wall = timed(lambda: run_pretrain(cell.config, env, pretrain_dir(plan, unit.key),
                                                        run.log_metrics))
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
@@ -133,6 +144,9 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
                              {"suite": cfg.name, "task": unit.task, "seed": str(unit.seed)}) as run:
                 run.log_params({**flatten(cell.config.model_dump(mode="json")["finetune"], "finetune."),
                                 "task": unit.task, "seed": unit.seed, "upstream": encoder_source(plan, cell)})
+                for split in ("train", spec.dev_splits[0]):
+                    run.log_dataset(f"{unit.task}/{split}", str(spec.file_path(split, plan.data_root)),
+                                    f"{spec.name}:{spec.version}", "training" if split == "train" else "evaluation")
                 preds_dir = plan.work_dir / "predictions" / cell.label.replace("/", "_")
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
                                                        encoder_source(plan, cell), run.log_metrics, preds_dir))

@@ -55,6 +55,9 @@ class NullRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         pass
 
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
+        pass
+
 
 class NullTracker:
     """Tracking switched off (`tracking.enabled: false`) or in tests that do not look at MLflow."""
@@ -99,13 +102,23 @@ class MlflowRun(NullRun):
         for k, v in tags.items():
             self.client.set_tag(self.id, k, str(v))
 
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
+        """A data file or corpus as a run input (the UI's Datasets column); context: training / evaluation."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(name=name, digest=digest[:36], source_type="local", source=source)
+        self.client.log_inputs(self.id, [DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
+
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
         warnings.filterwarnings("ignore", module="sqlalchemy")
         from mlflow.tracking import MlflowClient
 
+        from .suite import code_version
+
         self.uri = uri
+        self.code_version = code_version()
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
@@ -125,7 +138,8 @@ class MlflowTracker:
             tags: dict | None = None) -> Iterator[MlflowRun]:
         """A run for `key`: the existing one if this key was run before (no duplicates), else a new one."""
         existing = self._find(key)
-        all_tags = {"run_key": key, "stage": stage, "mlflow.runName": name, **(tags or {})}
+        all_tags = {"run_key": key, "stage": stage, "mlflow.runName": name, "code_version": self.code_version,
+                    **(tags or {})}
         if parent is not None and parent.id:
             all_tags["mlflow.parentRunId"] = parent.id
         if existing is not None:

@@ -122,6 +122,11 @@ def test_mlflow_hierarchy(suite_run):
     assert all(r.info.status == "FINISHED" for r in runs)
     ft = by_stage["finetune"][0]
     assert ft.data.params["task"] in ("sst2", "conll2003") and "finetune.lr" in ft.data.params
+    assert all(r.data.tags["code_version"] for r in runs)
+    client, _ = _runs(tmp)
+    inputs = client.get_run(ft.info.run_id).inputs.dataset_inputs
+    assert {i.dataset.name.split("/")[1] for i in inputs} == {"train", "dev"}
+    assert client.get_run(pre.info.run_id).inputs.dataset_inputs[0].dataset.name == "corpus"
 
 
 def test_rerun_is_cached_and_creates_no_duplicates(suite_run):
