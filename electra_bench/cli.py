@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     r = suite_cmd("run", "run every pending unit; finished units are skipped, interrupted ones resume",
                   "electra-bench run suites/quickstart.yaml")
     r.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    se = suite_cmd("search", "run or resume the suite's Optuna study (`search:` block); a finished study only reports",
+                   "electra-bench search suites/search/rte_lr.yaml --n-trials 20")
+    se.add_argument("--n-trials", type=int, help="total trials wanted (default: search.n_trials)")
+    se.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
               "electra-bench table suites/quickstart.yaml")
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
@@ -259,6 +263,23 @@ def cmd_compare(suite, args) -> int:
     return 0
 
 
+def cmd_search(suite, args) -> int:
+    from .search import run_search
+
+    plan = _plan(suite, args)
+    study = run_search(plan, args.n_trials, show_progress=not args.no_progress)
+    states = {}
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    print(f"study {study.study_name}: " + ", ".join(f"{n} {s.lower()}" for s, n in states.items()))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if complete:
+        best = study.best_trial
+        print(f"best trial {best.number}: {suite.config.search.objective} = {best.value:.4f} with {best.params}")
+        print(f"suite snippet: {plan.records_path.parent / 'best.yaml'} (use it with `extends:`)")
+    return 0 if complete else 1
+
+
 def cmd_ui(suite, args) -> int:
     import subprocess
 
@@ -271,7 +292,7 @@ def cmd_ui(suite, args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "search": cmd_search}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -162,6 +162,50 @@ class TableConfig(Strict):
     plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
 
 
+class SearchParam(Strict):
+    """One dimension of an Optuna search space, over any dotted run-config path."""
+
+    type: Literal["float", "logfloat", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None  # int/float grid step (optional)
+    choices: list[Any] | None = None  # categorical
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs choices")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high")
+        elif self.type == "logfloat" and self.low <= 0:
+            raise ValueError("a logfloat parameter needs low > 0")
+        return self
+
+
+class SearchConfig(Strict):
+    space: dict[str, SearchParam]  # dotted run path (e.g. finetune.lr) -> distribution
+    objective: str  # a task of the suite (its headline metric, direction from the metric registry) or "glue"
+    n_trials: int = Field(20, gt=0)
+    timeout_s: float | None = Field(None, gt=0)
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"  # fed by dev metrics after each epoch
+    storage: str | None = None  # None: a journal file under the work dir; or an RDB URL (PostgreSQL)
+    study_name: str | None = None  # None: the suite's name
+    sampler_seed: int = 0
+
+    @field_validator("space")
+    @classmethod
+    def _paths(cls, v: dict) -> dict:
+        sections = tuple(RunConfig.model_fields)
+        for path in v:
+            if path.split(".")[0] not in sections:
+                raise ValueError(f"search path '{path}' must start with one of {', '.join(sections)}")
+        if not v:
+            raise ValueError("the search space is empty")
+        return v
+
+
 class SuiteConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$", max_length=100)
     description: str = ""
@@ -177,6 +221,7 @@ class SuiteConfig(Strict):
     custom_tasks: list[dict[str, Any]] = []  # new GLUE-TSV / CoNLL tasks by configuration (tasks/base.py)
     table: TableConfig = TableConfig()
     tracking: TrackingConfig = TrackingConfig()
+    search: SearchConfig | None = None  # Optuna study over any dotted path: `electra-bench search SUITE`
 
     @field_validator("name")
     @classmethod

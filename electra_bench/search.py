@@ -1,0 +1,223 @@
+"""Optuna search over any dotted config path, scored by fine-tuned dev metrics.
+
+A trial = the suite's first cell with the trial's values set (validated like any cell), pre-trained if its
+pre-training is not already in the work dir (same run keys and folders as `run`, so trials share and resume
+pre-trainings), then fine-tuned on the suite's tasks x seeds. Its value is the objective task's median headline
+over seeds, or the GLUE score (mean of the GLUE tasks' medians); the direction comes from the metric registry.
+The pruner sees the objective task's dev headline after every epoch of the first seed.
+
+Storage: a journal file under the work dir by default (safe for several processes on one host), or an RDB URL.
+SQLite is refused for more than one worker (its file locking serialises and fails under concurrent writers).
+Tracking: one study run with a child run per trial (params = the trial's dotted paths and number; state tag).
+Outputs: results/<suite>/search.jsonl (one line per finished trial), best.yaml (a suite snippet to `extends`),
+and optimisation-history / importance plots.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import median
+
+from .config import ConfigError, _set_path
+from .metrics import METRICS
+from .schema import RunConfig, SearchConfig
+from .suite import Plan, needs_pretraining, pretrain_dir, upstream_of
+from .tasks import TASKS
+from .tracking import make_tracker
+
+
+def storage_for(cfg: SearchConfig, work_dir: Path, n_workers: int = 1):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if cfg.storage is None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(work_dir / "optuna.journal")))
+    if cfg.storage.startswith("sqlite") and n_workers > 1:
+        raise ConfigError("SQLite storage cannot serve several workers (concurrent writers fail on its file "
+                          "lock); use the default journal file on one host, or PostgreSQL for many hosts",
+                          None, None, "search.storage")
+    return optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=60, grace_period=180)
+
+
+def direction(cfg: SearchConfig) -> str:
+    if cfg.objective == "glue":
+        return "maximize"
+    return METRICS.get(TASKS.get(cfg.objective).headline).direction
+
+
+def make_sampler(cfg: SearchConfig):
+    import optuna
+
+    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=cfg.sampler_seed),
+                "random": lambda: optuna.samplers.RandomSampler(seed=cfg.sampler_seed),
+                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=cfg.sampler_seed),
+                "grid": lambda: optuna.samplers.GridSampler(_grid(cfg), seed=cfg.sampler_seed)}
+    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+               "hyperband": lambda: optuna.pruners.HyperbandPruner(), "none": lambda: optuna.pruners.NopPruner()}
+    return samplers[cfg.sampler](), pruners[cfg.pruner]()
+
+
+def _grid(cfg: SearchConfig) -> dict[str, list]:
+    grid = {}
+    for path, p in cfg.space.items():
+        if p.type == "categorical":
+            grid[path] = list(p.choices)
+        elif p.step:
+            n = int(round((p.high - p.low) / p.step))
+            grid[path] = [p.low + i * p.step for i in range(n + 1)]
+        else:
+            raise ConfigError(f"grid search needs `step` or `choices` for '{path}'", None, None, "search.space")
+    return grid
+
+
+def suggest(trial, cfg: SearchConfig) -> dict:
+    values = {}
+    for path, p in cfg.space.items():
+        if p.type == "categorical":
+            values[path] = trial.suggest_categorical(path, p.choices)
+        elif p.type == "int":
+            values[path] = trial.suggest_int(path, int(p.low), int(p.high), step=int(p.step or 1))
+        else:
+            values[path] = trial.suggest_float(path, p.low, p.high, log=p.type == "logfloat",
+                                               step=None if p.type == "logfloat" else p.step)
+    return values
+
+
+def trial_config(base: RunConfig, values: dict) -> RunConfig:
+    data = base.model_dump(mode="json")
+    for path, value in values.items():
+        data = _set_path(data, tuple(path.split(".")), value)
+    return RunConfig.model_validate(data)
+
+
+def score(cfg: SearchConfig, per_task: dict[str, list[float]]) -> float:
+    if cfg.objective != "glue":
+        return median(per_task[cfg.objective])
+    glue = [t for t in per_task if TASKS.get(t).format == "glue_tsv"]
+    return sum(median(per_task[t]) for t in glue) / len(glue)
+
+
+def run_search(plan: Plan, n_trials: int | None = None, show_progress: bool = True):
+    """Run (or resume) the suite's study; returns the optuna Study."""
+    import optuna
+
+    suite = plan.suite.config
+    cfg = suite.search
+    if cfg is None:
+        raise ConfigError("the suite has no `search:` block", str(plan.suite.path), None, "search")
+    if cfg.objective != "glue" and cfg.objective not in suite.tasks:
+        raise ConfigError(f"search objective '{cfg.objective}' is not one of the suite's tasks {suite.tasks}",
+                          str(plan.suite.path), None, "search.objective")
+    sampler, pruner = make_sampler(cfg)
+    name = cfg.study_name or suite.name
+    study = optuna.create_study(study_name=name, storage=storage_for(cfg, plan.work_dir), sampler=sampler,
+                                pruner=pruner, direction=direction(cfg), load_if_exists=True)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    todo = (n_trials or cfg.n_trials) - len(finished)
+    tracker = make_tracker(suite.tracking.uri, suite.name, suite.tracking.enabled, plan.work_dir)
+    out = plan.records_path.parent
+    out.mkdir(parents=True, exist_ok=True)
+    with tracker.run(f"study/{name}", f"study:{name}", "study", None, {"suite": suite.name}) as study_run:
+        if todo > 0:
+            study.optimize(lambda t: _objective(t, plan, cfg, tracker, study_run, show_progress),
+                           n_trials=todo, timeout=cfg.timeout_s, catch=(Exception,))
+        _write_outputs(study, cfg, out, study_run)
+    return study
+
+
+def _objective(trial, plan: Plan, cfg: SearchConfig, tracker, study_run, show_progress: bool) -> float:
+    import optuna
+
+    from .units import Env, run_finetune, run_pretrain
+
+    suite = plan.suite.config
+    values = suggest(trial, cfg)
+    env = Env(plan.data_root, plan.work_dir, show_progress, Path(suite.work_dir) / "cache")
+    key = f"trial:{trial.study.study_name}:{trial.number}"
+    with tracker.run(f"trial/{trial.number}", key, "trial", study_run, {"suite": suite.name}) as run:
+        run.log_params({**values, "trial": trial.number})
+        try:
+            run_cfg = trial_config(plan.suite.cells[0].config, values)
+            source = None
+            if needs_pretraining(run_cfg):
+                folder = pretrain_dir(plan, upstream_of(run_cfg, plan.data_root))
+                from .pretrain import checkpoint_dir
+
+                source = checkpoint_dir(folder, run_cfg.finetune.checkpoint)
+                if not source.exists():  # shared with `run` and other trials: same key, same folder
+                    run_pretrain(run_cfg, env, folder, run.log_metrics)
+                source = str(source)
+            elif run_cfg.finetune.init != "random":
+                source = run_cfg.finetune.init
+            per_task: dict[str, list[float]] = {}
+            for task in suite.tasks:
+                spec = TASKS.get(task)
+                for i, seed in enumerate(suite.seeds):
+                    report = task == (cfg.objective if cfg.objective != "glue" else suite.tasks[0]) and i == 0
+                    log = _pruning_log(trial, run, f"dev/{spec.headline}") if report else run.log_metrics
+                    res = run_finetune(run_cfg, spec, seed, env, source, log)
+                    per_task.setdefault(task, []).append(res["headline"])
+            value = score(cfg, per_task)
+            run.log_metrics({"objective": value, **{f"median/{t}": median(v) for t, v in per_task.items()}})
+            run.set_tags({"state": "COMPLETE"})
+            return value
+        except optuna.TrialPruned:
+            run.set_tags({"state": "PRUNED"})
+            raise
+        except Exception as exc:
+            run.set_tags({"state": "FAIL", "error": f"{type(exc).__name__}: {exc}"[:5000]})
+            raise
+
+
+def _pruning_log(trial, run, metric: str):
+    import optuna
+
+    epoch = [0]
+
+    def log(metrics: dict, step: int) -> None:
+        run.log_metrics(metrics, step)
+        if metric in metrics:
+            trial.report(metrics[metric], epoch[0])
+            epoch[0] += 1
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch[0]}: {metric} = {metrics[metric]:.3f}")
+    return log
+
+
+def _write_outputs(study, cfg: SearchConfig, out: Path, study_run) -> None:
+    import yaml
+
+    lines = [json.dumps({"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                         "error": t.system_attrs.get("fail_reason")}) for t in study.trials if t.state.is_finished()]
+    (out / "search.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        return
+    best = study.best_trial
+    snippet = {}
+    for path, value in best.params.items():
+        snippet = _set_path(snippet, ("base", *path.split(".")), value)
+    header = f"# best trial {best.number} of study '{study.study_name}': {cfg.objective} = {best.value:.4f}\n"
+    (out / "best.yaml").write_text(header + yaml.safe_dump(snippet, sort_keys=False))
+    study_run.log_metrics({"best_value": best.value, "n_complete": len(complete)})
+    study_run.log_artifact(out / "best.yaml")
+    _plots(study, out, study_run)
+
+
+def _plots(study, out: Path, study_run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as vis
+
+    for name, fn in (("optimization_history", vis.plot_optimization_history),
+                     ("param_importances", vis.plot_param_importances)):
+        try:
+            ax = fn(study)
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # importances need >= 2 complete trials with varying params
+        path = out / f"search_{name}.png"
+        ax.figure.savefig(path, dpi=110, bbox_inches="tight")
+        study_run.log_artifact(path)
