@@ -9,7 +9,7 @@ import pytest
 from electra_bench import cli
 from electra_bench.config import ConfigError, load_suite
 from electra_bench.schema import SearchConfig
-from tests.test_suite_e2e import make_data_root
+from test_suite_e2e import make_data_root
 
 SUITE = """
 name: search_e2e
