@@ -179,7 +179,9 @@ def _notes(records: Sequence[dict], stats: list, spec: dict, columns: list[str])
 def _fmt_extra(column: str, x: float) -> str:
     if column == "params":
         return f"{x / 1e6:.1f}M"
-    return f"{x:.2e}" if column == "train_flops" else f"{x:.1f}"
+    if column == "train_flops":
+        return f"{x:.2e}"
+    return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # RTD metrics (recall, AUC, accuracy) are fractions
 
 
 def _fmt_entry(e: Entry | None, column: str, spec: dict, bold: tuple[str, str]) -> str:
