@@ -11,6 +11,7 @@ Finished units are found through their records and skipped; an interrupted pre-t
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -153,7 +154,9 @@ def read_records_safe(path: Path) -> list[dict]:
     return results_mod.read_records(path) if path.exists() else []
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
+    """CODE_VERSION + the git commit, read once per process: the code a run loaded, not a later HEAD."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5).stdout.strip()
