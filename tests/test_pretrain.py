@@ -279,3 +279,43 @@ def test_unigram_counts_are_corpus_tokens_only(vocab_file, env, tmp_path, tokeni
 def test_non_finite_loss_raises(vocab_file, env, tmp_path):
     with pytest.raises(NonFiniteLoss, match="at step"):
         run_pretrain(run_config(vocab_file, lr=1e30, grad_clip=1e30), env, tmp_path / "nan", Logs())
+
+
+# --- fine-tuning from any save_pretrained checkpoint; corpus mixtures; sampling temperature -------------------------
+
+def test_finetune_from_a_checkpoint_directory(run_a, tmp_path):
+    """`finetune.init` may name any save_pretrained folder (here: this run's discriminator)."""
+    from test_suite_e2e import make_data_root
+
+    from electra_bench.tasks import TASKS
+    from electra_bench.units import run_finetune
+
+    out, _, _ = run_a
+    root = make_data_root(tmp_path / "data")
+    run = run_config(Path(root) / "vocab" / "vocab.txt").model_copy(
+        update={"finetune": run_config(Path("x")).finetune.model_copy(update={"epochs": 1.0, "batch_size": 8})})
+    env = Env(data_root=root, work_dir=tmp_path / "work", show_progress=False)
+    res = run_finetune(run, TASKS.get("sst2"), 0, env, str(out / "checkpoint-100pct"))
+    assert res["n_train"] == 80 and res["params"] > 0 and 0 <= res["headline"] <= 100
+
+
+def test_mixture_weights_set_each_sources_share(tokenizer):
+    files = [[p] for p in sorted(CORPUS.glob("*.txt"))]
+    plain = corpus.build_blocks(files, tokenizer, 32, None, seed=0)
+    mixed = corpus.build_blocks(files, tokenizer, 32, None, seed=0, weights=[3.0, 1.0])
+    assert abs(len(mixed) - len(plain)) <= 2  # resampled to the same total
+    first = corpus.build_blocks(files[:1], tokenizer, 32, None, seed=0)
+    firsts = {tuple(r) for r in first.input_ids}
+    share = np.mean([tuple(r) in firsts for r in mixed.input_ids])
+    assert 0.65 < share < 0.85  # 3:1 -> 75% of blocks from the first source
+
+
+def test_temperature_flattens_generator_samples():
+    from electra_bench.model.generators import sample_from_logits
+
+    logits = torch.tensor([[4.0, 0.0, 0.0, 0.0]]).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    cold = (sample_from_logits(logits, 1.0, g) == 0).float().mean().item()
+    hot = (sample_from_logits(logits, 4.0, g) == 0).float().mean().item()
+    assert cold == pytest.approx(np.exp(4) / (np.exp(4) + 3), abs=0.03)  # softmax probability of token 0
+    assert hot == pytest.approx(np.e / (np.e + 3), abs=0.03)  # logits / 4
