@@ -126,7 +126,10 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
 
     cfg, cell = plan.suite.config, unit.cell
     name = f"{unit.kind}/{cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
-    _log(f"-> {name}")
+    counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "failed", "blocked")}
+    progress = f"[{counts['done']}/{len(plan.units)} done" + (f", {counts['failed']} failed" if counts["failed"] else "") \
+        + (f", {counts['blocked']} blocked" if counts["blocked"] else "") + "]"
+    _log(f"-> {progress} {name}")
     try:
         if unit.kind == "pretrain":
             with tracker.run(name, unit.key, "pretrain", cell_run, {"suite": cfg.name}) as run:
