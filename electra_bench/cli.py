@@ -152,22 +152,24 @@ def cmd_plan(suite, args) -> int:
     from rich.table import Table
 
     from .units import flops_per_step, planned_steps
-    from .tokenizer import load_tokenizer
 
     plan = _plan(suite, args)
+    speed = _measured_flops_per_s(Path(suite.config.results_dir))
     table = Table(title=f"{suite.config.name}: {len(plan.units)} units")
-    for col in ("status", "unit", "cell", "task", "seed", "key", "train FLOPs"):
+    for col in ("status", "unit", "cell", "task", "seed", "key", "train FLOPs", "est. time"):
         table.add_column(col)
     vocab = 30522
     if suite.cells and suite.cells[0].config.tokenizer.train_vocab_size:
         vocab = suite.cells[0].config.tokenizer.train_vocab_size
     for u in plan.units:
-        fl = ""
+        fl, eta = "", ""
         if u.kind == "pretrain":
             steps = planned_steps(u.cell.config, vocab)
-            fl = f"{flops_per_step(u.cell.config, vocab) * steps:.2e} ({steps} steps)"
+            total = flops_per_step(u.cell.config, vocab) * steps
+            fl = f"{total:.2e} ({steps} steps)"
+            eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
         table.add_row(u.status, u.kind, u.cell.label, u.task or "", "" if u.seed is None else str(u.seed),
-                      u.key[:12], fl)
+                      u.key[:12], fl, eta)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed")}
@@ -176,8 +178,33 @@ def cmd_plan(suite, args) -> int:
     for u in plan.units:
         if u.status == "failed":
             console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {'' if u.seed is None else u.seed}: {u.reason}")
-    del load_tokenizer
+    if speed:
+        console.print(f"time estimates: train FLOPs / the FLOP/s of earlier pre-training records under "
+                      f"{suite.config.results_dir}/ on this kind of machine (includes corpus preparation)")
     return 0
+
+
+def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
+    """Median train_flops / wall_s of the finished pre-training records under results/, per precision."""
+    import json
+    from statistics import median
+
+    rates: dict[str, list[float]] = {}
+    for path in results_dir.rglob("records.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops"):
+                precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
+                rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
+    if not rates:
+        return {}
+    out = {k: median(v) for k, v in rates.items()}
+    out.setdefault("fp32", out.get("bf16", 0) / 2)  # bf16 autocast ~2x fp32 on these CPUs (levers.md)
+    out.setdefault("bf16", out["fp32"] * 2)
+    return out
 
 
 def cmd_run(suite, args) -> int:

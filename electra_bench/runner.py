@@ -140,6 +140,7 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
             record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": [],
                       "train_flops": out["train_flops"], "params": out["params"], "steps": out["steps"],
+                      "precision": cell.config.pretrain.precision,
                       "wall_s": wall}
         else:
             spec = TASKS.get(unit.task)
