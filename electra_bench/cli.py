@@ -217,7 +217,9 @@ def cmd_run(suite, args) -> int:
     if table.exists():
         print(table.read_text())
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
-    print(f"MLflow UI: electra-bench ui {suite.path}   (or: mlflow ui --backend-store-uri {uri})")
+    from .tracking import mask_credentials
+
+    print(f"MLflow UI: electra-bench ui {suite.path}   (or: mlflow ui --backend-store-uri {mask_credentials(uri)})")
     for u in bad:
         print(f"{u.status.upper()}: {u.kind} {u.cell.label} {u.task or ''} {u.seed if u.seed is not None else ''}"
               f" — {u.reason}", file=sys.stderr)
@@ -312,7 +314,9 @@ def cmd_ui(suite, args) -> int:
 
     plan = _plan(suite, args)
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it")
+    from .tracking import mask_credentials
+
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_credentials(uri)}); Ctrl-C stops it")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.call([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
                             args.host, "--port", str(args.port), "--workers", "1"], env=env)

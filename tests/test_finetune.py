@@ -50,3 +50,10 @@ def test_conll_prediction_columns(tmp_path):
     ds = datasets.Dataset.from_dict({"tokens": [["Alice", "ran"]], "tags": [[lab("B-PER"), lab("O")]]})
     path = write_predictions(ner, ds, [[lab("B-PER"), lab("B-LOC")]], tmp_path / "ner.txt")
     assert path.read_text() == "Alice B-PER B-PER\nran O B-LOC\n\n"
+
+
+def test_tracking_urls_are_masked():
+    from electra_bench.tracking import mask_credentials
+
+    assert mask_credentials("postgresql://bench:s3cret@db:5432/mlflow") == "postgresql://bench:***@db:5432/mlflow"
+    assert mask_credentials("sqlite:////work/mlflow.db") == "sqlite:////work/mlflow.db"
