@@ -241,8 +241,9 @@ def test_kill_between_finetunes_keeps_finished_records(killed_twice):
     assert 2 <= n < 9, "run 2 was not killed between fine-tunes"
     final = k.records.read_bytes()
     assert final.startswith(k.lines_after_2)  # records are only appended, never rewritten
-    assert "-> pretrain/" not in k.log3  # run 3 only fine-tunes
-    assert sum(line.startswith("-> finetune/") for line in k.log3.splitlines()) == 9 - n
+    unit_lines = [line.split("] ", 1)[-1] for line in k.log3.splitlines() if line.startswith("-> ")]  # "-> [k/N done] unit"
+    assert not any(u.startswith("pretrain/") for u in unit_lines)  # run 3 only fine-tunes
+    assert sum(u.startswith("finetune/") for u in unit_lines) == 9 - n
 
 
 @pytest.mark.slow
