@@ -319,3 +319,19 @@ def test_temperature_flattens_generator_samples():
     hot = (sample_from_logits(logits, 4.0, g) == 0).float().mean().item()
     assert cold == pytest.approx(np.exp(4) / (np.exp(4) + 3), abs=0.03)  # softmax probability of token 0
     assert hot == pytest.approx(np.e / (np.e + 3), abs=0.03)  # logits / 4
+
+
+def test_budget_flops_gives_equal_compute_steps():
+    """`pretrain.budget_flops` sets the steps so every cell spends the same training FLOPs (Tables 1 and 5)."""
+    from electra_bench.units import flops_per_step, planned_steps
+
+    electra = RunConfig(pretrain=PretrainConfig(objective="electra"))
+    per_step = flops_per_step(electra, 30522)
+    budget = 1000 * per_step
+    electra_b = RunConfig(pretrain=PretrainConfig(objective="electra", budget_flops=budget))
+    bert_b = RunConfig(pretrain=PretrainConfig(objective="mlm", budget_flops=budget))
+    assert planned_steps(electra_b, 30522) == 1000
+    bert_steps = planned_steps(bert_b, 30522)
+    assert bert_steps * flops_per_step(bert_b, 30522) == pytest.approx(budget, rel=1e-3)
+    assert 1.25 < bert_steps / 1000 < 1.40  # a 1/4-width generator costs ~1.32x a BERT step (reference §11)
+    assert planned_steps(RunConfig(pretrain=PretrainConfig(steps=77)), 30522) == 77  # no budget: the steps field
