@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unwritable folder, full disk: nothing finished is lost (records are appended atomically)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write or read{where}: {e.strerror or e} — records of finished units are kept; fix "
+              f"this and re-run to continue", file=sys.stderr)
+        return 2
 
 
 def _quiet_libraries() -> None:

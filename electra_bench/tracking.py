@@ -23,7 +23,7 @@ MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
 
 def mask_credentials(url: str) -> str:
     """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(//[^:/@]+):[^@/]+@", r"\1:***@", url)
+    return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", url)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -170,7 +170,14 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
     work_dir.mkdir(parents=True, exist_ok=True)
     uri = uri or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
     artifacts = (work_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
-    return MlflowTracker(uri, experiment, artifacts)
+    try:
+        return MlflowTracker(uri, experiment, artifacts)
+    except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked
+        from .config import ConfigError
+
+        raise ConfigError(f"cannot open the MLflow tracking store {mask_credentials(uri)}: "
+                          f"{type(exc).__name__}: {mask_credentials(str(exc).splitlines()[0])[:300]}", None, None,
+                          "tracking.uri") from None
 
 
 def environment_info() -> str:
