@@ -16,7 +16,6 @@ import hashlib
 import json
 import subprocess
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,5 +200,3 @@ def timed(fn):
     out = fn()
     return out, time.perf_counter() - t0
 
-
-__all__ = ["Plan", "Unit", "make_plan", "pretrain_key", "finetune_key", "base_record", "traceback"]

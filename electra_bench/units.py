@@ -5,8 +5,6 @@ expensive shared inputs (trained vocab, packed corpus) under the work dir, keyed
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,9 +142,6 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
     params = sum(p.numel() for p in objective.encoder().parameters())
     return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps}
 
-
-def config_digest(obj: dict) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def finetune_settings(run: RunConfig, spec, seed: int, device: str):

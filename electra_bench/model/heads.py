@@ -6,7 +6,6 @@ Tagging: dropout + linear on every token; the first word-piece of each word carr
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from transformers import ElectraConfig, ElectraModel
 from transformers.models.electra.modeling_electra import ElectraClassificationHead
@@ -54,5 +53,3 @@ def n_layers(model: nn.Module) -> int:
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
-
-__all__ = ["EncoderWithHead", "load_encoder", "n_layers", "count_params", "torch"]
