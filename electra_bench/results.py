@@ -98,13 +98,15 @@ def read_records(path: str | Path, *, unique: bool = True) -> list[dict]:
     return dedupe(records) if unique else records
 
 
-def append_record(path: str | Path, record: dict) -> None:
-    """Append one record as one line, safely against crashes and concurrent writers.
+def append_record(path: str | Path, record: dict, if_absent: bool = False) -> bool:
+    """Append one record as one line, safely against crashes and concurrent writers; returns whether it did.
 
     The whole line (newline included) goes out in a single `os.write` on an O_APPEND descriptor under an
     exclusive `flock`, then `fsync`: a crash leaves either the full line or a tail without a newline, which
     `read_records` ignores. A torn tail left by an earlier crash is moved to `<path>.torn` first, so the new
     line never glues onto half a line. NaN is allowed (a diverged run's metrics) and keys are sorted.
+    `if_absent`: write nothing when a line with the record's run_key is there already, checked under the same
+    lock (workers sharing a suite, and collecting their records from the study, each write a unit once).
     """
     validate_record(record)
     line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
@@ -114,12 +116,27 @@ def append_record(path: str | Path, record: dict) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _set_aside_torn_tail(fd, path)
+        if if_absent and _has_run_key(fd, record["run_key"]):
+            return False
         written = os.write(fd, line)
         if written != len(line):  # never seen on local files; fail loudly rather than leave a short line
             raise OSError(f"{path}: short write ({written} of {len(line)} bytes)")
         os.fsync(fd)
     finally:
         os.close(fd)  # closing releases the flock
+    return True
+
+
+def _has_run_key(fd: int, key: str) -> bool:
+    needle = json.dumps({"run_key": key})[1:-1].encode()  # `"run_key": "<key>"`, as append_record writes it
+    for line in os.pread(fd, os.fstat(fd).st_size, 0).splitlines():
+        if needle in line:
+            try:
+                if json.loads(line).get("run_key") == key:
+                    return True
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+    return False
 
 
 def _set_aside_torn_tail(fd: int, path: Path) -> None:
