@@ -69,16 +69,18 @@ def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
 
 
 @contextmanager
-def _suite_lock(path: Path):
+def _suite_lock(path: Path, shared: bool = False):
+    """`run` holds the suite's lock alone; workers (worker.py) hold it `shared`, so the two never mix."""
     import fcntl
 
-    with open(path, "w") as f:
+    with open(path, "a") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             from .config import ConfigError
 
-            raise ConfigError(f"another `electra-bench run` holds {path}; wait for it or stop it") from None
+            raise ConfigError(f"another `electra-bench run` or worker holds {path}; wait for it or stop "
+                              f"it") from None
         yield
 
 
@@ -91,17 +93,12 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
     plan.records_path.parent.mkdir(parents=True, exist_ok=True)
     failed_pretrain: dict[str, str] = {}
     bad: list[Unit] = []
-    with tracker.run(f"suite/{cfg.name}", f"suite:{cfg.name}", "suite") as suite_run:
-        suite_run.log_text(plan.suite.path.read_text(), "suite.yaml")
-        suite_run.log_text(resolved_config(plan), "resolved_config.yaml")
-        suite_run.log_text(environment_info(), "environment.json")
+    with suite_run_of(plan, tracker) as suite_run:
         for cell in plan.suite.cells:
             units = [u for u in plan.units if u.cell is cell]
             if all(u.status == "done" for u in units):
                 continue
-            cell_key = f"cell:{cfg.name}:{cell_digest(cell)}"
-            with tracker.run(f"cell/{cell.label}", cell_key, "cell", suite_run, {"suite": cfg.name}) as cell_run:
-                cell_run.log_params({**flatten(cell.config.model_dump(mode="json")), "cell.label": cell.label})
+            with cell_run_of(plan, tracker, cell, suite_run) as cell_run:
                 for unit in units:
                     if unit.status == "done":
                         continue  # pending, and failed ones from an earlier run (retried)
@@ -121,7 +118,31 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
     return bad
 
 
-def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
+@contextmanager
+def suite_run_of(plan: Plan, tracker):
+    """The suite's MLflow run (found by its run key, else created), with the suite file and environment logged."""
+    name = plan.suite.config.name
+    with tracker.run(f"suite/{name}", f"suite:{name}", "suite") as suite_run:
+        suite_run.log_text(plan.suite.path.read_text(), "suite.yaml")
+        suite_run.log_text(resolved_config(plan), "resolved_config.yaml")
+        suite_run.log_text(environment_info(), "environment.json")
+        yield suite_run
+
+
+@contextmanager
+def cell_run_of(plan: Plan, tracker, cell, suite_run):
+    """A cell's MLflow run under the suite run, with the cell's whole config as params."""
+    name = plan.suite.config.name
+    with tracker.run(f"cell/{cell.label}", f"cell:{name}:{cell_digest(cell)}", "cell", suite_run,
+                     {"suite": name}) as cell_run:
+        cell_run.log_params({**flatten(cell.config.model_dump(mode="json")), "cell.label": cell.label})
+        yield cell_run
+
+
+def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bool:
+    """Run one unit and write its record; `commit(record)` replaces the append (a worker's exactly-once write).
+
+    Returns False (unit.status "failed", the reason in work/<suite>/failures.jsonl) if the unit raised."""
     from .units import run_finetune, run_pretrain
 
     cfg, cell = plan.suite.config, unit.cell
@@ -161,7 +182,7 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
                       "headline_metric": spec.headline, "headline": out["headline"],
                       "higher_is_better": METRICS.get(spec.headline).higher_is_better,
                       "n_train": out["n_train"], "n_dev": out["n_dev"], "wall_s": wall}
-        results_mod.append_record(plan.records_path, record)
+        (commit or (lambda r: results_mod.append_record(plan.records_path, r)))(record)
         unit.status = "done"
         _log(f"   done in {wall:.0f}s: " + json.dumps({k: round(v, 4) for k, v in list(out['metrics'].items())[:6]}))
         return True
