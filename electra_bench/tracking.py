@@ -3,7 +3,9 @@
 Layout (one experiment per suite): suite run -> cell runs (pre-training config, RTD metrics, seed-aggregated
 task scores) -> fine-tune runs (task x seed). Nesting is MLflow's parent-run tag. Params are dotted config paths,
 so the UI's parallel-coordinates and scatter charts can use them as axes. Every run carries its run key as a tag;
-a re-run reuses the run with that key instead of creating a duplicate.
+a re-run reuses the run with that key instead of creating a duplicate. Finding-or-creating by key is not atomic in
+MLflow, so each key has one creator at a time: `run` holds the suite's lock, and workers (worker.py) create a run
+only while holding the lease of the unit (or setup) it belongs to.
 
 The tracking URI is always explicit: an embedded SQLite store under the work dir by default, or a server URL.
 URLs are logged with credentials masked.
@@ -71,6 +73,12 @@ class NullTracker:
     def finished(self, key: str) -> bool:
         return False
 
+    def handle(self, run_id: str | None) -> NullRun:
+        return NullRun()
+
+    def mark_lost(self, key: str, reason: str) -> None:
+        pass
+
 
 class MlflowRun(NullRun):
     def __init__(self, client, run_id: str):
@@ -121,8 +129,15 @@ class MlflowTracker:
         self.code_version = code_version()
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, artifact_location=artifact_root)
+        if exp is None:
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root)
+                return
+            except Exception:  # another worker created it between our look-up and create: use theirs
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+        self.experiment_id = exp.experiment_id
 
     def _find(self, key: str):
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.run_key = '{key}'",
@@ -132,6 +147,17 @@ class MlflowTracker:
     def finished(self, key: str) -> bool:
         run = self._find(key)
         return run is not None and run.info.status == "FINISHED"
+
+    def handle(self, run_id: str | None) -> MlflowRun | NullRun:
+        """An existing run by id (a worker logging under the cell or suite run that setup created)."""
+        return MlflowRun(self.client, run_id) if run_id else NullRun()
+
+    def mark_lost(self, key: str, reason: str) -> None:
+        """The run of a unit whose worker died: KILLED, with the reason (a re-claim reopens the same run)."""
+        run = self._find(key)
+        if run is not None and run.info.status == "RUNNING":
+            self.client.set_tag(run.info.run_id, "error", reason[:5000])
+            self.client.set_terminated(run.info.run_id, "KILLED")
 
     @contextmanager
     def run(self, name: str, key: str, stage: str, parent: MlflowRun | None = None,
@@ -171,13 +197,28 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
     uri = uri or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
     artifacts = (work_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
     try:
-        return MlflowTracker(uri, experiment, artifacts)
+        with _store_lock(work_dir, uri.startswith("sqlite")):
+            return MlflowTracker(uri, experiment, artifacts)
     except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked
         from .config import ConfigError
 
         raise ConfigError(f"cannot open the MLflow tracking store {mask_credentials(uri)}: "
                           f"{type(exc).__name__}: {mask_credentials(str(exc).splitlines()[0])[:300]}", None, None,
                           "tracking.uri") from None
+
+
+@contextmanager
+def _store_lock(work_dir: Path, needed: bool):
+    """Processes opening one SQLite store at once (workers on one host) take turns: creating its tables is a chain
+    of migrations that a second process running alongside breaks."""
+    if not needed:
+        yield
+        return
+    import fcntl
+
+    with open(work_dir / "mlflow.db.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def environment_info() -> str:
