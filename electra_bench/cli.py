@@ -16,6 +16,7 @@ EPILOG = """examples:
   electra-bench run suites/quickstart.yaml            # resumable: re-run to continue after a kill
   electra-bench table suites/quickstart.yaml          # re-render tables/plots from results/ alone
   electra-bench ui suites/quickstart.yaml             # MLflow UI on 127.0.0.1 over the suite's store
+  electra-bench worker suites/quickstart.yaml --storage postgresql://host/db --tracking-uri http://host:5000
 """
 
 
@@ -46,6 +47,25 @@ def _parser() -> argparse.ArgumentParser:
                    "electra-bench search suites/search/rte_lr.yaml --n-trials 20")
     se.add_argument("--n-trials", type=int, help="total trials wanted (default: search.n_trials)")
     se.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    w = suite_cmd("worker", "claim and run units of a suite (or trials of its search study) together with other "
+                  "workers, on this host or others, through a shared Optuna storage; re-run to resume",
+                  "electra-bench worker suites/quickstart.yaml --storage postgresql://user@db-host/electra "
+                  "--tracking-uri http://mlflow-host:5000")
+    w.add_argument("--storage", help="Optuna storage shared by the workers: an RDB URL (postgresql://...) for many "
+                   "hosts, or a journal file path for one host (default: search.storage, else "
+                   "<work_dir>/<suite>/optuna.journal)")
+    w.add_argument("--tracking-uri", help="MLflow tracking URI shared by the workers, e.g. an `mlflow server` URL "
+                   "(default: tracking.uri, else the embedded SQLite store under the work dir)")
+    w.add_argument("--collect", action="store_true", help="run nothing: append the records of every unit any worker "
+                   "finished to results/<suite>/records.jsonl (hosts without a shared results dir) and render tables")
+    w.add_argument("--heartbeat", type=int, default=10, metavar="S", help="seconds between a worker's heartbeats "
+                   "while it holds a unit (default 10)")
+    w.add_argument("--grace", type=int, default=60, metavar="S", help="seconds without a heartbeat after which a "
+                   "unit is re-queued for another worker (default 60)")
+    w.add_argument("--poll", type=float, default=2.0, metavar="S", help="seconds between looks at the queue while "
+                   "units run elsewhere (default 2)")
+    w.add_argument("--n-trials", type=int, help="search suites: total trials wanted (default: search.n_trials)")
+    w.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
               "electra-bench table suites/quickstart.yaml")
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
@@ -225,6 +245,11 @@ def cmd_run(suite, args) -> int:
     from .tracking import mask_credentials
 
     print(f"MLflow UI: electra-bench ui {suite.path}   (or: mlflow ui --backend-store-uri {mask_credentials(uri)})")
+    return _report_bad(bad)
+
+
+def _report_bad(bad) -> int:
+    """Failed and blocked units with their reasons; the exit status (1 if any)."""
     for u in bad:
         print(f"{u.status.upper()}: {u.kind} {u.cell.label} {u.task or ''} {u.seed if u.seed is not None else ''}"
               f" — {u.reason}", file=sys.stderr)
@@ -302,6 +327,10 @@ def cmd_search(suite, args) -> int:
 
     plan = _plan(suite, args)
     study = run_search(plan, args.n_trials, show_progress=not args.no_progress)
+    return _report_study(suite, plan, study)
+
+
+def _report_study(suite, plan, study) -> int:
     states = {}
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -312,6 +341,36 @@ def cmd_search(suite, args) -> int:
         print(f"best trial {best.number}: {suite.config.search.objective} = {best.value:.4f} with {best.params}")
         print(f"suite snippet: {plan.records_path.parent / 'best.yaml'} (use it with `extends:`)")
     return 0 if complete else 1
+
+
+def cmd_worker(suite, args) -> int:
+    import json
+
+    from .claims import LeaseTimes
+    from .config import load_suite
+
+    if args.tracking_uri:  # a suite-level field: it changes no run key
+        suite = load_suite(args.suite, [*args.overrides, f"tracking.uri={json.dumps(args.tracking_uri)}"], args.scale)
+    plan = _plan(suite, args)
+    if args.collect:
+        from .runner import render
+        from .worker import collect
+
+        added = collect(plan, storage_url=args.storage)
+        render(plan)
+        print(f"{added} records added to {plan.records_path}")
+        return 0
+    times = LeaseTimes(heartbeat_s=args.heartbeat, grace_s=args.grace)
+    if suite.config.search is not None:
+        from .worker import run_search_worker
+
+        study = run_search_worker(plan, args.storage, times, args.n_trials, not args.no_progress)
+        return _report_study(suite, plan, study)
+    from .worker import run_worker
+
+    bad = run_worker(plan, args.storage, times, args.poll, not args.no_progress)
+    print(f"\nrecords: {plan.records_path}")
+    return _report_bad(bad)
 
 
 def cmd_ui(suite, args) -> int:
@@ -328,7 +387,7 @@ def cmd_ui(suite, args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui,
-            "compare": cmd_compare, "search": cmd_search}
+            "compare": cmd_compare, "search": cmd_search, "worker": cmd_worker}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,9 @@ The pruner sees the objective task's dev headline after every epoch of the first
 
 Storage: a journal file under the work dir by default (safe for several processes on one host), or an RDB URL.
 SQLite is refused for more than one worker (its file locking serialises and fails under concurrent writers).
+Several `electra-bench worker` processes share one study (worker.py): each runs `Study.optimize` on the shared
+storage, trials whose worker died are re-queued (claims.py) and re-run, and the workers stop together once
+`n_trials` trials are finished or running.
 Tracking: one study run with a child run per trial (params = the trial's dotted paths and number; state tag).
 Outputs: results/<suite>/search.jsonl (one line per finished trial), best.yaml (a suite snippet to `extends`),
 and optimisation-history / importance plots.
@@ -15,6 +18,10 @@ and optimisation-history / importance plots.
 from __future__ import annotations
 
 import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -27,18 +34,19 @@ from .tracking import make_tracker
 
 
 def storage_for(cfg: SearchConfig, work_dir: Path, n_workers: int = 1):
+    """The study's storage: `search.storage` (an RDB URL or a journal file path), else work/<suite>/optuna.journal.
+    RDB storage gets Optuna's heartbeat, and a trial whose process died is re-queued (claims.py)."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    if cfg.storage is None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(work_dir / "optuna.journal")))
-    if cfg.storage.startswith("sqlite") and n_workers > 1:
-        raise ConfigError("SQLite storage cannot serve several workers (concurrent writers fail on its file "
-                          "lock); use the default journal file on one host, or PostgreSQL for many hosts",
-                          None, None, "search.storage")
-    return optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=60, grace_period=180)
+    from .claims import LeaseTimes, open_storage
+
+    if cfg.storage is not None and cfg.storage.startswith("sqlite"):
+        if n_workers > 1:
+            raise ConfigError("SQLite storage cannot serve several workers (concurrent writers fail on its file "
+                              "lock); use the default journal file on one host, or PostgreSQL for many hosts",
+                              None, None, "search.storage")
+        return optuna.storages.RDBStorage(cfg.storage)
+    return open_storage(cfg.storage, work_dir, LeaseTimes(heartbeat_s=60, grace_s=180))[0]
 
 
 def direction(cfg: SearchConfig) -> str:
@@ -47,13 +55,16 @@ def direction(cfg: SearchConfig) -> str:
     return METRICS.get(TASKS.get(cfg.objective).headline).direction
 
 
-def make_sampler(cfg: SearchConfig):
+def make_sampler(cfg: SearchConfig, seed: int | None = None):
+    """(sampler, pruner); `seed` overrides search.sampler_seed (each worker of a shared study needs its own, or
+    they would all propose the same values)."""
     import optuna
 
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=cfg.sampler_seed),
-                "random": lambda: optuna.samplers.RandomSampler(seed=cfg.sampler_seed),
-                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=cfg.sampler_seed),
-                "grid": lambda: optuna.samplers.GridSampler(_grid(cfg), seed=cfg.sampler_seed)}
+    seed = cfg.sampler_seed if seed is None else seed
+    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+                "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+                "grid": lambda: optuna.samplers.GridSampler(_grid(cfg), seed=seed)}
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
                "hyperband": lambda: optuna.pruners.HyperbandPruner(), "none": lambda: optuna.pruners.NopPruner()}
     return samplers[cfg.sampler](), pruners[cfg.pruner]()
@@ -99,8 +110,17 @@ def score(cfg: SearchConfig, per_task: dict[str, list[float]]) -> float:
     return sum(median(per_task[t]) for t in glue) / len(glue)
 
 
-def run_search(plan: Plan, n_trials: int | None = None, show_progress: bool = True):
-    """Run (or resume) the suite's study; returns the optuna Study."""
+@dataclass(frozen=True)
+class Shared:
+    """A worker's share of a study: the shared storage, its lease, and the study's MLflow run made by setup."""
+
+    storage: object
+    lease: object  # claims.Lease
+    study_run_id: str | None
+
+
+def run_search(plan: Plan, n_trials: int | None = None, show_progress: bool = True, shared: Shared | None = None):
+    """Run (or resume) the suite's study, alone or as one of several workers (`shared`); returns the Study."""
     import optuna
 
     suite = plan.suite.config
@@ -110,21 +130,80 @@ def run_search(plan: Plan, n_trials: int | None = None, show_progress: bool = Tr
     if cfg.objective != "glue" and cfg.objective not in suite.tasks:
         raise ConfigError(f"search objective '{cfg.objective}' is not one of the suite's tasks {suite.tasks}",
                           str(plan.suite.path), None, "search.objective")
-    sampler, pruner = make_sampler(cfg)
+    sampler, pruner = make_sampler(cfg, _worker_seed(cfg.sampler_seed) if shared else None)
     name = cfg.study_name or suite.name
-    study = optuna.create_study(study_name=name, storage=storage_for(cfg, plan.work_dir), sampler=sampler,
-                                pruner=pruner, direction=direction(cfg), load_if_exists=True)
-    finished = [t for t in study.trials if t.state.is_finished()]
-    todo = (n_trials or cfg.n_trials) - len(finished)
+    storage = shared.storage if shared else storage_for(cfg, plan.work_dir)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction=direction(cfg), load_if_exists=True)
+    total = n_trials or cfg.n_trials
     tracker = make_tracker(suite.tracking.uri, suite.name, suite.tracking.enabled, plan.work_dir)
     out = plan.records_path.parent
     out.mkdir(parents=True, exist_ok=True)
-    with tracker.run(f"study/{name}", f"study:{name}", "study", None, {"suite": suite.name}) as study_run:
-        if todo > 0:
-            study.optimize(lambda t: _objective(t, plan, cfg, tracker, study_run, show_progress),
-                           n_trials=todo, timeout=cfg.timeout_s, catch=(Exception,))
+    study_run_ctx = nullcontext(tracker.handle(shared.study_run_id)) if shared else \
+        tracker.run(f"study/{name}", f"study:{name}", "study", None, {"suite": suite.name})
+    with study_run_ctx as study_run:
+        objective = lambda t: _objective(t, plan, cfg, tracker, study_run, show_progress)  # noqa: E731
+        if shared:
+            _optimize_shared(study, objective, cfg, total, shared, tracker)
+        else:
+            todo = total - len([t for t in study.trials if t.state.is_finished()])
+            if todo > 0:
+                study.optimize(objective, n_trials=todo, timeout=cfg.timeout_s, catch=(Exception,))
         _write_outputs(study, cfg, out, study_run)
     return study
+
+
+def _worker_seed(seed: int) -> int:
+    """A sampler seed per worker process, derived from search.sampler_seed (a shared study's order of trials
+    depends on timing anyway, so it is not reproducible)."""
+    import zlib
+
+    from .claims import worker_id
+
+    return zlib.crc32(f"{seed}:{worker_id()}".encode())
+
+
+def _counted(study) -> int:
+    """Trials that count towards n_trials: all but the failed ones whose retry copy was enqueued."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return sum(t.number not in retried for t in trials)
+
+
+def _optimize_shared(study, objective, cfg: SearchConfig, total: int, shared: Shared, tracker) -> None:
+    """Optimise with other workers until `total` trials are finished or running, then wait for the running ones,
+    re-running any whose worker died. RDB storage: Study.optimize keeps the heartbeat and fails stale trials
+    itself; journal storage: the lease does (claims.py)."""
+    from optuna.trial import TrialState
+
+    lease = shared.lease
+    lease.requeue.on_lost.append(lambda st, t: tracker.mark_lost(f"trial:{st.study_name}:{t.number}",
+                                                                 "worker lost (no heartbeat)"))
+    def leased(trial):
+        from .claims import trial_id
+
+        lease.reclaim(study)
+        with lease.hold(trial_id(shared.storage, study, trial)):
+            return objective(trial)
+
+    run = objective if lease.native else leased
+
+    def stop_at_total(st, _trial) -> None:
+        if _counted(st) >= total:
+            st.stop()
+
+    deadline = None if cfg.timeout_s is None else time.monotonic() + cfg.timeout_s
+    while deadline is None or time.monotonic() < deadline:
+        lease.reclaim(study)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if _counted(study) < total or waiting:
+            study.optimize(run, n_trials=1 if waiting else None, catch=(Exception,), callbacks=[stop_at_total],
+                           timeout=None if deadline is None else max(1.0, deadline - time.monotonic()))
+        elif any(t.state == TrialState.RUNNING for t in trials):
+            time.sleep(2.0)  # other workers' last trials: wait, to re-run them if their worker dies
+        else:
+            return
 
 
 def _objective(trial, plan: Plan, cfg: SearchConfig, tracker, study_run, show_progress: bool) -> float:
@@ -191,7 +270,7 @@ def _write_outputs(study, cfg: SearchConfig, out: Path, study_run) -> None:
 
     lines = [json.dumps({"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                          "error": t.system_attrs.get("fail_reason")}) for t in study.trials if t.state.is_finished()]
-    (out / "search.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""))
+    _write_atomic(out / "search.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not complete:
         return
@@ -200,10 +279,17 @@ def _write_outputs(study, cfg: SearchConfig, out: Path, study_run) -> None:
     for path, value in best.params.items():
         snippet = _set_path(snippet, ("base", *path.split(".")), value)
     header = f"# best trial {best.number} of study '{study.study_name}': {cfg.objective} = {best.value:.4f}\n"
-    (out / "best.yaml").write_text(header + yaml.safe_dump(snippet, sort_keys=False))
+    _write_atomic(out / "best.yaml", header + yaml.safe_dump(snippet, sort_keys=False))
     study_run.log_metrics({"best_value": best.value, "n_complete": len(complete)})
     study_run.log_artifact(out / "best.yaml")
     _plots(study, out, study_run)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Workers sharing a study each write the outputs when they stop: a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _plots(study, out: Path, study_run) -> None:
