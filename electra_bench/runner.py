@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir, timed,
-                    upstream_of)
+from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir,
+                    store_record, stored_record, timed, upstream_of)
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 
@@ -122,14 +122,38 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
 
 
 def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
-    from .units import run_finetune, run_pretrain
-
-    cfg, cell = plan.suite.config, unit.cell
+    cell = unit.cell
     name = f"{unit.kind}/{cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "failed", "blocked")}
     progress = f"[{counts['done']}/{len(plan.units)} done" + (f", {counts['failed']} failed" if counts["failed"] else "") \
         + (f", {counts['blocked']} blocked" if counts["blocked"] else "") + "]"
     _log(f"-> {progress} {name}")
+    with _unit_lock(plan, unit):  # two suites sharing a pre-training: the second waits, then adopts it
+        shared = stored_record(plan, unit)
+        if shared is not None:
+            _adopt(plan, unit, shared, name, tracker, cell_run)
+            return True
+        return _execute(plan, unit, name, env, tracker, cell_run)
+
+
+@contextmanager
+def _unit_lock(plan: Plan, unit: Unit):
+    import fcntl
+
+    if unit.kind != "pretrain":
+        yield
+        return
+    folder = pretrain_dir(plan, unit.key)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _execute(plan: Plan, unit: Unit, name: str, env, tracker, cell_run) -> bool:
+    from .units import run_finetune, run_pretrain
+
+    cfg, cell = plan.suite.config, unit.cell
     try:
         if unit.kind == "pretrain":
             with tracker.run(name, unit.key, "pretrain", cell_run, {"suite": cfg.name}) as run:
@@ -162,6 +186,7 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
                       "higher_is_better": METRICS.get(spec.headline).higher_is_better,
                       "n_train": out["n_train"], "n_dev": out["n_dev"], "wall_s": wall}
         results_mod.append_record(plan.records_path, record)
+        store_record(plan, record)
         unit.status = "done"
         _log(f"   done in {wall:.0f}s: " + json.dumps({k: round(v, 4) for k, v in list(out['metrics'].items())[:6]}))
         return True
@@ -174,6 +199,21 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run) -> bool:
             f.write(json.dumps({"run_key": unit.key, "unit": unit.kind, "cell": cell.label, "task": unit.task,
                                 "seed": unit.seed, "reason": unit.reason}) + "\n")
         return False
+
+
+def _adopt(plan: Plan, unit: Unit, shared: dict, name: str, tracker, cell_run) -> None:
+    """Take a unit another suite already ran (same run key): its record, re-labelled for this suite and cell;
+    its numbers, code version and wall time stay those of the run that made them."""
+    here = base_record(plan, unit)
+    record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes")},
+              "shared_from": shared.get("shared_from", shared["suite"])}
+    tags = {"suite": plan.suite.config.name, "shared_from": record["shared_from"]}
+    with tracker.run(name, unit.key, unit.kind, cell_run, tags) as run:
+        run.log_metrics({("final/" if unit.kind == "finetune" else "") + k: v
+                         for k, v in record["metrics"].items()}, record.get("steps") or 0)
+    results_mod.append_record(plan.records_path, record)
+    unit.status = "done"
+    _log(f"   shared: finished earlier in suite {record['shared_from']} (same run key), record adopted")
 
 
 def _log_cell_summary(plan: Plan, cell, cell_run) -> None:
