@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir, timed,
-                    upstream_of)
+from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir,
+                    store_record, stored_record, timed, upstream_of)
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 
@@ -140,17 +140,45 @@ def cell_run_of(plan: Plan, tracker, cell, suite_run):
 
 
 def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bool:
-    """Run one unit and write its record; `commit(record)` replaces the append (a worker's exactly-once write).
-
-    Returns False (unit.status "failed", the reason in work/<suite>/failures.jsonl) if the unit raised."""
-    from .units import run_finetune, run_pretrain
-
-    cfg, cell = plan.suite.config, unit.cell
-    name = f"{unit.kind}/{cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
+    """Run (or adopt) one unit and write its record; `commit(record)` replaces the append (a worker's
+    exactly-once write). Returns False (unit.status "failed", the reason in failures.jsonl) if the unit raised."""
+    write = commit or (lambda record: results_mod.append_record(plan.records_path, record))
+    name = unit_name(unit)
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "failed", "blocked")}
     progress = f"[{counts['done']}/{len(plan.units)} done" + (f", {counts['failed']} failed" if counts["failed"] else "") \
         + (f", {counts['blocked']} blocked" if counts["blocked"] else "") + "]"
     _log(f"-> {progress} {name}")
+    with _unit_lock(plan, unit):  # two suites sharing a pre-training: the second waits, then adopts it
+        shared = stored_record(plan, unit)
+        if shared is not None:
+            _adopt(plan, unit, shared, tracker, cell_run, write)
+            return True
+        return _execute(plan, unit, env, tracker, cell_run, write)
+
+
+def unit_name(unit: Unit) -> str:
+    """<stage>/<cell label>[/<task>/seed<k>]: the unit's MLflow run name and log line."""
+    return f"{unit.kind}/{unit.cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
+
+
+@contextmanager
+def _unit_lock(plan: Plan, unit: Unit):
+    import fcntl
+
+    if unit.kind != "pretrain":
+        yield
+        return
+    folder = pretrain_dir(plan, unit.key)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
+    from .units import run_finetune, run_pretrain
+
+    cfg, cell, name = plan.suite.config, unit.cell, unit_name(unit)
     try:
         if unit.kind == "pretrain":
             with tracker.run(name, unit.key, "pretrain", cell_run, {"suite": cfg.name}) as run:
@@ -182,7 +210,8 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bo
                       "headline_metric": spec.headline, "headline": out["headline"],
                       "higher_is_better": METRICS.get(spec.headline).higher_is_better,
                       "n_train": out["n_train"], "n_dev": out["n_dev"], "wall_s": wall}
-        (commit or (lambda r: results_mod.append_record(plan.records_path, r)))(record)
+        write(record)
+        store_record(plan, record)
         unit.status = "done"
         _log(f"   done in {wall:.0f}s: " + json.dumps({k: round(v, 4) for k, v in list(out['metrics'].items())[:6]}))
         return True
@@ -195,6 +224,21 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bo
             f.write(json.dumps({"run_key": unit.key, "unit": unit.kind, "cell": cell.label, "task": unit.task,
                                 "seed": unit.seed, "reason": unit.reason}) + "\n")
         return False
+
+
+def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> None:
+    """Take a unit another suite already ran (same run key): its record, re-labelled for this suite and cell;
+    its numbers, code version and wall time stay those of the run that made them."""
+    here = base_record(plan, unit)
+    record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes")},
+              "shared_from": shared.get("shared_from", shared["suite"])}
+    tags = {"suite": plan.suite.config.name, "shared_from": record["shared_from"]}
+    with tracker.run(unit_name(unit), unit.key, unit.kind, cell_run, tags) as run:
+        run.log_metrics({("final/" if unit.kind == "finetune" else "") + k: v
+                         for k, v in record["metrics"].items()}, record.get("steps") or 0)
+    write(record)
+    unit.status = "done"
+    _log(f"   shared: finished earlier in suite {record['shared_from']} (same run key), record adopted")
 
 
 def _log_cell_summary(plan: Plan, cell, cell_run) -> None:

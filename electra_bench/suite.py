@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,36 @@ def base_record(plan: Plan, unit: Unit) -> dict:
 
 
 def pretrain_dir(plan: Plan, key: str) -> Path:
-    return plan.work_dir / "pretrain" / key
+    """Pre-training output by run key, shared by every suite under the same work dir (one run per key)."""
+    return Path(plan.suite.config.work_dir) / "pretrain" / key
+
+
+def unit_store(plan: Plan) -> Path:
+    """work/units/<run_key>.json: every finished unit's record, so a unit shared by several suites (same run key,
+    e.g. the default ELECTRA cell of every paper table) is computed once and adopted by the others."""
+    return Path(plan.suite.config.work_dir) / "units"
+
+
+def stored_record(plan: Plan, unit: Unit) -> dict | None:
+    """The record another suite wrote for this run key, if its outputs are still there; else None."""
+    path = unit_store(plan) / f"{unit.key}.json"
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if rec.get("run_key") != unit.key:
+        return None
+    if unit.kind == "pretrain" and not (pretrain_dir(plan, unit.key) / "state.pt").exists():
+        return None  # the record outlived its checkpoint: train again
+    return rec
+
+
+def store_record(plan: Plan, record: dict) -> None:
+    folder = unit_store(plan)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{record['run_key']}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, sort_keys=True))
+    os.replace(tmp, folder / f"{record['run_key']}.json")  # atomic: a kill leaves the old file or none
 
 
 def encoder_source(plan: Plan, cell: Cell) -> str | None:

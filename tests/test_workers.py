@@ -185,7 +185,7 @@ def test_killed_workers_unit_is_reclaimed(backend, data_root, tmp_path, request)
                                                                 "    set: {{finetune.init: random}}\n", "")
     suite = write_suite(tmp_path, name, data_root, text.replace("seeds: [0, 1]", "seeds: [0]"))
     workers = [Worker(suite, tmp_path / f"w{i}.log", "--storage", storage, *extra) for i in range(2)]
-    states = tmp_path / "work" / name / "pretrain"
+    states = tmp_path / "work" / "pretrain"  # pre-trainings by run key, shared by the suites of a work dir
     deadline = time.monotonic() + 180
     while not any(states.glob("*/state.pt")):
         assert time.monotonic() < deadline and all(w.proc.poll() is None for w in workers), \

@@ -1,0 +1,83 @@
+"""The CUDA paths: run on a machine with an NVIDIA GPU (the lent H200: `benchmarks/gpu_session.sh`); skipped on
+CPU-only machines such as CI. They check the same model gives the same numbers on CUDA as on the CPU (fp32; bf16
+autocast within bf16's precision), that a training step on CUDA under bf16 autocast learns, and that a whole
+suite runs with `device: auto` picking the GPU."""
+from __future__ import annotations
+
+import json
+import typing
+
+import pytest
+import torch
+
+from conftest import tiny_model_config
+from electra_bench.build import build_objective
+from electra_bench.model.objectives import Batch
+from electra_bench.optim import make_optimizer
+from electra_bench.schema import PretrainConfig
+from electra_bench.units import resolve_device
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+OBJECTIVES = typing.get_args(PretrainConfig.model_fields["objective"].annotation)
+
+from test_model import TINY_VOCAB, random_batch  # noqa: E402  (after the skip: the helpers need nothing else)
+
+
+def _to(batch: Batch, device: str) -> Batch:
+    return Batch(**{k: t.to(device) for k, t in vars(batch).items()})
+
+
+def test_auto_device_is_cuda():
+    assert resolve_device("auto") == "cuda"
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_discriminator_same_on_cuda_as_on_cpu(objective):
+    torch.manual_seed(0)
+    obj = build_objective(tiny_model_config(), PretrainConfig(objective=objective), TINY_VOCAB).eval()
+    batch = random_batch(torch.Generator().manual_seed(1), 4, 24)
+    enc = obj.encoder()
+    with torch.no_grad():
+        cpu = enc(**vars(batch), output_hidden_states=True).hidden_states[-1]
+        enc.cuda()
+        gpu = enc(**vars(_to(batch, "cuda")), output_hidden_states=True).hidden_states[-1]
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = enc(**vars(_to(batch, "cuda")), output_hidden_states=True).hidden_states[-1].float()
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    assert (bf16.cpu() - cpu).abs().max() < 0.1  # bf16 keeps 8 bits of mantissa
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_bf16_training_step_on_cuda_learns(objective):
+    torch.manual_seed(0)
+    obj = build_objective(tiny_model_config(), PretrainConfig(objective=objective), TINY_VOCAB).cuda()
+    opt = make_optimizer(obj, 1e-3, 0.01, 1e-6, (0.9, 0.999), True)
+    batch = _to(random_batch(torch.Generator().manual_seed(2), 8, 24), "cuda")
+    rng = torch.Generator(device="cuda")
+    losses = []
+    for _ in range(30):
+        rng.manual_seed(0)  # same masking and samples every step: the loss on one batch must fall
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = obj(batch, rng=rng).loss
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_suite_runs_on_cuda_with_bf16(tmp_path):
+    from electra_bench import cli
+    from electra_bench.results import read_records
+    from test_suite_e2e import SUITE, make_data_root
+
+    make_data_root(tmp_path / "data")
+    suite = tmp_path / "gpu.yaml"
+    suite.write_text(SUITE.format(root=tmp_path / "data", work=tmp_path / "work", results=tmp_path / "results"))
+    sets = ["pretrain.precision=bf16", "finetune.precision=bf16", "tracking.enabled=false"]
+    assert cli.main(["run", str(suite), "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
+    records = read_records(tmp_path / "results" / "e2e" / "records.jsonl")
+    assert {r["unit"] for r in records} == {"pretrain", "finetune"}
+    assert all(all(v == v for v in r["metrics"].values()) for r in records)  # no NaN
+    print(json.dumps([r["metrics"] for r in records if r["unit"] == "pretrain"]))
