@@ -11,7 +11,9 @@ import glob
 import gzip
 import hashlib
 import json
+import os
 import random
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,10 +174,21 @@ def cached_blocks(cache_dir: Path, key: str, build) -> Blocks:
     path = cache_dir / f"corpus-{key}"
     if not (path / "dataset_info.json").exists():
         blocks = build()
-        tmp = cache_dir / f"corpus-{key}.tmp"
+        tmp = cache_dir / f"corpus-{key}.{os.getpid()}.tmp"  # per process: workers may build one key at once
         Dataset.from_dict({"input_ids": blocks.input_ids, "token_type_ids": blocks.token_type_ids}) \
             .save_to_disk(str(tmp))
-        tmp.rename(path)  # atomic: a killed build never leaves a half cache that looks finished
+        publish(tmp, path)
         return blocks
     ds = load_from_disk(str(path)).with_format("numpy")
     return Blocks(np.asarray(ds["input_ids"], dtype=np.int32), np.asarray(ds["token_type_ids"], dtype=np.int8))
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a finished cache folder into place (atomic: a killed build never leaves a half cache that looks
+    finished); if another process published the same key first, keep theirs (same inputs, same content)."""
+    try:
+        tmp.rename(path)
+    except OSError:
+        if not path.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)

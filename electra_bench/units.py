@@ -5,6 +5,7 @@ expensive shared inputs (trained vocab, packed corpus) under the work dir, keyed
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +64,9 @@ def get_tokenizer(run: RunConfig, env: Env):
     if not (out / "vocab.txt").exists():
         per_source = tok_cfg.train_max_bytes // len(files)
         texts = (line for src in files for doc in corpus_mod.iter_documents(src, per_source) for line in doc)
-        tmp = env.cache_dir / f"vocab-{key}.tmp"
+        tmp = env.cache_dir / f"vocab-{key}.{os.getpid()}.tmp"  # per process: workers may train one vocab at once
         train_wordpiece(texts, tok_cfg.train_vocab_size, tmp, tok_cfg.lowercase)
-        tmp.rename(out)
+        corpus_mod.publish(tmp, out)
     return load_tokenizer(out / "vocab.txt", tok_cfg.lowercase), f"vocab:{file_digest(out / 'vocab.txt')}"
 
 

@@ -333,3 +333,16 @@ def test_append_if_absent_writes_a_run_key_once(tmp_path):
     assert not append_record(path, {**rec, "metrics": {"x": 1.0}}, if_absent=True)
     assert append_record(path, {**rec, "run_key": "k2"}, if_absent=True)
     assert [r["run_key"] for r in read_records(path, unique=False)] == ["k1", "k2"]
+
+
+def test_cache_built_by_two_workers_at_once_is_published_once(tmp_path):
+    """Two workers pre-training cells on one corpus pack it at the same moment, each into its own temp folder;
+    the first rename wins, the second process keeps that one and drops its own copy."""
+    from electra_bench.corpus import publish
+
+    for pid in (1, 2):
+        (tmp_path / f"corpus-k.{pid}.tmp").mkdir()
+        (tmp_path / f"corpus-k.{pid}.tmp" / "data").write_text(f"from {pid}")
+        publish(tmp_path / f"corpus-k.{pid}.tmp", tmp_path / "corpus-k")
+    assert (tmp_path / "corpus-k" / "data").read_text() == "from 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus-k"]
