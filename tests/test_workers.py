@@ -346,3 +346,21 @@ def test_cache_built_by_two_workers_at_once_is_published_once(tmp_path):
         publish(tmp_path / f"corpus-k.{pid}.tmp", tmp_path / "corpus-k")
     assert (tmp_path / "corpus-k" / "data").read_text() == "from 1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus-k"]
+
+
+@pytest.mark.slow
+def test_scale_out_benchmark_quick(tmp_path, monkeypatch):
+    """benchmarks/scale_out.py --quick: 1 and 2 journal-file workers run the same tiny suite and write the same
+    records; the report is complete (its timings mean nothing on a shared machine)."""
+    import importlib
+    import json
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    rec = importlib.import_module("scale_out").main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "scale_out.json").read_text())
+    assert saved["ratio_2_vs_1"] == pytest.approx(rec["ratio_2_vs_1"]) and saved["ratio_2_vs_1"] > 0
+    assert saved["records_equal"] and saved["suite"]["units"] == 10
+    assert [r["workers"] for r in saved["runs"]] == [1, 2]
+    assert [sum(r["units_per_worker"]) for r in saved["runs"]] == [10, 10]
+    assert saved["command"].startswith("python benchmarks/scale_out.py --quick")
+    assert "ratio 2 workers / 1 worker" in (tmp_path / "scale_out.md").read_text()
