@@ -40,6 +40,15 @@ TARGET_RATIO = 0.6
 SUITE_NAME = "scale-out"
 WORK = "@WORK@"  # each run's folder goes here
 
+CELLS = """cells:
+  - label: G 1/4
+    set: {{pretrain.generator_size: 0.25}}
+  - label: G 1/2
+    set: {{pretrain.generator_size: 0.5}}
+tasks: [sst2, conll2003]
+seeds: [0, 1]
+tracking: {{enabled: {tracking}}}
+"""  # the same in both sizes: two pre-training cells, 2 tasks x 2 seeds each
 REAL = """
 name: scale-out
 description: scale-out benchmark (benchmarks/scale_out.py)
@@ -53,14 +62,6 @@ base:
   pretrain: {{steps: {steps}, batch_size: 16, eval_every: {steps}, eval_batches: 2, checkpoints: [1.0],
              warmup_fraction: 0.1}}
   finetune: {{train_examples: {examples}, dev_examples: {examples}, epochs: 1, batch_size: 32}}
-cells:
-  - label: G 1/4
-    set: {{pretrain.generator_size: 0.25}}
-  - label: G 1/2
-    set: {{pretrain.generator_size: 0.5}}
-tasks: [sst2, conll2003]
-seeds: [0, 1]
-tracking: {{enabled: {tracking}}}
 """
 QUICK = """
 name: scale-out
@@ -74,14 +75,6 @@ base:
   corpus: {{sources: [corpus/tiny/*.txt], max_seq_length: 32, heldout_blocks: 8}}
   pretrain: {{steps: {steps}, batch_size: 4, eval_every: {steps}, eval_batches: 1, checkpoints: [1.0]}}
   finetune: {{train_examples: {examples}, dev_examples: {examples}, epochs: 1, batch_size: 8}}
-cells:
-  - label: G 1/4
-    set: {{pretrain.generator_size: 0.25}}
-  - label: G 1/2
-    set: {{pretrain.generator_size: 0.5}}
-tasks: [sst2, conll2003]
-seeds: [0, 1]
-tracking: {{enabled: {tracking}}}
 """
 
 
@@ -160,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
             make_data_root(data_root)
         else:
             data_root = Path(args.data_root) if args.data_root else default_data_root()
-        text = (QUICK if args.quick else REAL).format(root=Path(data_root).resolve(), work=WORK, steps=steps,
+        text = ((QUICK if args.quick else REAL) + CELLS).format(root=Path(data_root).resolve(), work=WORK, steps=steps,
                                                       examples=examples, tracking=str(args.tracking).lower())
         build_cache(text, Path(data_root), base / "cache")
         runs: list[dict] = []
