@@ -72,9 +72,13 @@ class Deps:
         self.upstream = {u.key: upstream_of(u.cell.config, plan.data_root)
                          if u.kind == "finetune" and needs_pretraining(u.cell.config) else None for u in plan.units}
         self.local = {r["run_key"] for r in read_records_safe(plan.records_path)}
+        self._done: tuple[list, set[str]] = ([], set())
 
     def done(self, trials) -> set[str]:
-        return self.local | {t.user_attrs.get("run_key") for t in trials if t.state == TrialState.COMPLETE}
+        if self._done[0] is not trials:  # once per look at the queue, not once per waiting trial
+            self._done = (trials, self.local | {t.user_attrs.get("run_key") for t in trials
+                                                if t.state == TrialState.COMPLETE})
+        return self._done[1]
 
     def ready(self, trial, trials) -> bool:
         kind, key = trial.user_attrs.get("kind"), trial.user_attrs.get("run_key")

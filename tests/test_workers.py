@@ -165,6 +165,12 @@ def test_two_workers_run_a_suite_like_one_process(servers, data_root, tmp_path):
     assert_hierarchy(mlflow_runs(mlflow_uri, name), n_cells=2, n_pretrain=1, n_finetune=8)
     assert (tmp_path / "shared" / "results" / name / "table.md").is_file()  # finalize rendered the tables
 
+    elsewhere = tmp_path / "other-host-results"  # a host that does not share the results dir
+    for _ in range(2):  # the second collect finds nothing new
+        assert cli.main(["worker", str(suite), "--storage", pg, "--collect", "--set", f"results_dir={elsewhere}"]) == 0
+    collected = read_records(elsewhere / name / "records.jsonl", unique=False)
+    assert sorted(r["run_key"] for r in collected) == sorted(single)
+
 
 # ------------------------------------------------------------------------------ a worker killed mid-unit
 
