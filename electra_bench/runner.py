@@ -163,12 +163,18 @@ def unit_name(unit: Unit) -> str:
 
 @contextmanager
 def _unit_lock(plan: Plan, unit: Unit):
-    import fcntl
-
     if unit.kind != "pretrain":
         yield
         return
-    folder = pretrain_dir(plan, unit.key)
+    with pretrain_lock(pretrain_dir(plan, unit.key)):
+        yield
+
+
+@contextmanager
+def pretrain_lock(folder: Path):
+    """One process at a time pre-trains into `folder` (suites and search trials sharing a run key, one host)."""
+    import fcntl
+
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder.with_suffix(".lock"), "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

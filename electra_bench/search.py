@@ -223,10 +223,12 @@ def _objective(trial, plan: Plan, cfg: SearchConfig, tracker, study_run, show_pr
             if needs_pretraining(run_cfg):
                 folder = pretrain_dir(plan, upstream_of(run_cfg, plan.data_root))
                 from .pretrain import checkpoint_dir
+                from .runner import pretrain_lock
 
                 source = checkpoint_dir(folder, run_cfg.finetune.checkpoint)
-                if not source.exists():  # shared with `run` and other trials: same key, same folder
-                    run_pretrain(run_cfg, env, folder, run.log_metrics)
+                with pretrain_lock(folder):  # shared with `run`, other trials and workers: same key, same folder
+                    if not source.exists():
+                        run_pretrain(run_cfg, env, folder, run.log_metrics)
                 source = str(source)
             elif run_cfg.finetune.init != "random":
                 source = run_cfg.finetune.init
