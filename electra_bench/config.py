@@ -10,7 +10,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -169,10 +169,10 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
     for part in path:
         if isinstance(part, int):
             continue
-        info = model.model_fields.get(part)
-        ann = getattr(info, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
+        ann = getattr(model.model_fields.get(part), "annotation", None)
+        inner = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if inner:  # the field's model, or the one in list[...] / dict[str, ...] / ... | None
+            model = inner[0]
         else:
             return model if part == path[-1] else None
     return model
