@@ -144,6 +144,18 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
 
 
 
+def export_generator(run: RunConfig, out_dir: Path, checkpoint: Path) -> None:
+    """Save the generator of a finished pre-training made before generators were saved, from its final state."""
+    from transformers import AutoTokenizer
+
+    from .pretrain import save_generator
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    objective = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
+    objective.load_state_dict(torch.load(out_dir / "state.pt", map_location="cpu", weights_only=False)["model"])
+    save_generator(objective, tokenizer, checkpoint)
+
+
 def finetune_settings(run: RunConfig, spec, seed: int, device: str):
     from .finetune import FinetuneSettings
 
