@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,8 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
             continue
         info = model.model_fields.get(part)
         ann = getattr(info, "annotation", None)
+        # an optional section (`robustness: RobustnessConfig | None`): the model inside
+        ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
@@ -303,7 +306,21 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
     except ValidationError as e:
         _raise_validation(e, source, SuiteConfig)
     _check_tasks(cfg, source)
-    return Suite(config=cfg, cells=_expand_cells(cfg, source), path=path, source=source)
+    cells = _expand_cells(cfg, source)
+    if cfg.robustness is not None:
+        _check_robustness(cfg, cells, source)
+    return Suite(config=cfg, cells=cells, path=path, source=source)
+
+
+def _check_robustness(cfg: SuiteConfig, cells: list[Cell], source: Source) -> None:
+    from .robustness import RobustnessError, check
+    from .tasks import TASKS, task_from_dict
+
+    custom = {d["name"]: task_from_dict(d).kind for d in cfg.custom_tasks}  # valid: _check_tasks ran
+    try:
+        check(cfg, cells, {t: custom[t] if t in custom else TASKS.get(t).kind for t in cfg.tasks})
+    except RobustnessError as e:
+        raise ConfigError(str(e), *source.where(("robustness", e.field)), f"robustness.{e.field}") from None
 
 
 def _check_tasks(cfg: SuiteConfig, source: Source) -> None:
