@@ -309,3 +309,42 @@ def test_a_generator_missing_from_an_older_checkpoint_is_exported_from_its_state
     loaded = AutoModelForMaskedLM.from_pretrained(ckpt / GENERATOR_DIR).state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in objective.generator.model.state_dict().items())
 
+
+# --- end to end -------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_suite_with_a_robustness_section_end_to_end(tmp_path):
+    """A tiny suite through the CLI: records carry the robustness metrics, MLflow has robust/<kind>/<rate>/<metric>,
+    table.md has the robustness section and verdict, robustness.png is written, the generator was saved."""
+    from mlflow.tracking import MlflowClient
+
+    from electra_bench import cli
+    from electra_bench.results import read_records
+    from test_suite_e2e import SUITE, make_data_root
+
+    make_data_root(tmp_path / "data")
+    text = SUITE.format(root=tmp_path / "data", work=tmp_path / "work", results=tmp_path / "results")
+    text = text.replace("name: e2e", "name: robust").replace("seeds: [0, 1]", "seeds: [0]")
+    text += ("robustness: {rates: [0.1, 0.3]}\ntable:\n  claims:\n    - {name: degrades less, better: ELECTRA, "
+             "worse: random init, task: conll2003, metric: robust_rel_drop/all}\n")
+    (tmp_path / "robust.yaml").write_text(text)
+    assert cli.main(["run", str(tmp_path / "robust.yaml"), "--no-progress"]) == 0
+    out = tmp_path / "results" / "robust"
+    ft = [r for r in read_records(out / "records.jsonl") if r["unit"] == "finetune"]
+    assert len(ft) == 4
+    for r in ft:
+        kinds = ["random_token", "generator", "char_typo"] + (["entity_swap"] if r["task"] == "conll2003" else [])
+        for kind in kinds:
+            for rate in ("0.1", "0.3"):
+                assert f"robust/{kind}/{rate}/{r['headline_metric']}" in r["metrics"]
+                assert f"robust_drop/{kind}/{rate}" in r["metrics"]
+            assert f"robust_auc/{kind}" in r["metrics"]
+        assert not any("entity_swap" in m for m in r["metrics"]) or r["task"] == "conll2003"
+    md = (out / "table.md").read_text()
+    assert "## Robustness" in md and "### conll2003 (entity_f1)" in md and "**degrades less**" in md
+    assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((tmp_path / "work").rglob("checkpoint-100pct/generator/config.json"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'work' / 'robust' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("robust").experiment_id],
+                              filter_string="tags.stage = 'finetune' and tags.task = 'conll2003'")
+    assert runs and "robust/entity_swap/0.3/entity_f1" in runs[0].data.metrics
