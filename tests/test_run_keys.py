@@ -144,3 +144,14 @@ def test_a_robustness_section_changes_finetune_keys_only(tmp_path):
         keys = _plan_keys(tmp_path, f"robustness: {variant}\n")[1]
         assert not set(keys) & set(robust), variant
 
+
+def test_robustness_suite_shares_pretraining_keys_with_table1_small():
+    from electra_bench.config import load_suite
+    from electra_bench.suite import make_plan
+
+    repo = Path(__file__).resolve().parents[1]
+    keys = {}
+    for name in ("robustness.yaml", "paper/table1_small.yaml"):
+        plan = make_plan(load_suite(repo / "suites" / name), ROOT)
+        keys[name] = {c.label: upstream_of(c.config, ROOT) for c in plan.suite.cells}
+    assert keys["robustness.yaml"] == {k: keys["paper/table1_small.yaml"][k] for k in keys["robustness.yaml"]}
