@@ -311,7 +311,20 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
     formats = _check_tasks(cfg, source)
     cells = _expand_cells(cfg, source)
     _check_table(cfg, cells, source, formats)
+    if cfg.robustness is not None:
+        _check_robustness(cfg, cells, source)
     return Suite(config=cfg, cells=cells, path=path, source=source)
+
+
+def _check_robustness(cfg: SuiteConfig, cells: list[Cell], source: Source) -> None:
+    from .robustness import RobustnessError, check
+    from .tasks import TASKS, task_from_dict
+
+    custom = {d["name"]: task_from_dict(d).kind for d in cfg.custom_tasks}  # valid: _check_tasks ran
+    try:
+        check(cfg, cells, {t: custom[t] if t in custom else TASKS.get(t).kind for t in cfg.tasks})
+    except RobustnessError as e:
+        raise ConfigError(str(e), *source.where(("robustness", e.field)), f"robustness.{e.field}") from None
 
 
 def _check_tasks(cfg: SuiteConfig, source: Source) -> dict[str, str]:
@@ -365,13 +378,13 @@ def _check_table(cfg: SuiteConfig, cells: list[Cell], source: Source, formats: d
     """Reference numbers, plots and claims name rows, columns and metrics exactly as tables.py resolves them when
     it renders (a record's cell is its cell's label), so a typo fails here and not after the training."""
     from .results import CellInfo
-    from .tables import GLUE, resolve_spec
+    from .tables import GLUE, resolve_spec, show_glue
 
     table, labels = cfg.table, [c.label for c in cells]
     columns = list(table.columns or cfg.tasks)  # the spec runner.table_spec builds (it drops an empty glue list)
     glue_tsv = [c for c in columns if formats[c] == "glue_tsv"] or None
     glue = resolve_spec({"columns": columns, "glue_tasks": glue_tsv}, [])["glue_tasks"]
-    shown = [*columns, *([GLUE] if len(glue) >= 2 else []), *table.extra]
+    shown = [*columns, *([GLUE] if show_glue(glue, table.reference) else []), *table.extra]
     metrics = [*cfg.tasks, *(["glue"] if glue else [])]  # results._Scores: a task with records, or "glue"
 
     def fail(msg: str, at: tuple, dotted: str) -> None:
@@ -390,17 +403,29 @@ def _check_table(cfg: SuiteConfig, cells: list[Cell], source: Source, formats: d
             fail(_unknown_metric(plot.get("metric"), metrics), ("plots", i, "metric"), f"plots[{i}].metric")
     infos = {c.label: CellInfo(c.label, c.label, c.axes) for c in cells}
     for i, claim in enumerate(table.claims):
-        for at, sel, one in _claim_selectors(claim, metrics, fail, i):
+        for at, sel, one in _claim_selectors(claim, metrics, fail, i, cfg):
             if problem := _selector_problem(sel, infos, cfg.axes, one):
                 fail(problem, ("claims", i, *at), f"claims[{i}].{at[0]}" + (f"[{at[1]}]" if len(at) > 1 else ""))
 
 
-def _claim_selectors(claim: dict, metrics: list[str], fail, i: int) -> list[tuple[tuple, Any, bool]]:
+def _claim_selectors(claim: dict, metrics: list[str], fail, i: int, cfg: SuiteConfig) -> list[tuple[tuple, Any, bool]]:
     """Check a claim's keys and metric as results.evaluate_claims reads them; return its cell selectors as
-    (where in the claim, selector, whether it must pick exactly one cell)."""
+    (where in the claim, selector, whether it must pick exactly one cell). With `task:`, the metric is one the
+    fine-tunes of that task record (the robustness metrics, robustness.py), judged as the headline would be."""
     from .results import _BEST_KEYS, _PAIR_KEYS
 
-    keys, known = set(claim), sorted(_PAIR_KEYS | _BEST_KEYS)
+    if "task" in claim:
+        claim = dict(claim)
+        task = claim.pop("task")
+        if task not in cfg.tasks:
+            fail(f"task '{task}' is not one of the suite's tasks{_near(str(task), list(cfg.tasks))}",
+                 ("claims", i, "task"), f"claims[{i}].task")
+        if cfg.robustness is None or not str(claim.get("metric", "")).startswith("robust"):
+            fail("a claim with `task:` names a recorded robustness metric (robust_auc/<kind>, robust_drop/<kind>/"
+                 "<rate>, robust_rel_drop/all, ...) of a suite with a `robustness:` section",
+                 ("claims", i, "metric"), f"claims[{i}].metric")
+        metrics = [*metrics, claim.get("metric")]
+    keys, known = set(claim), sorted(_PAIR_KEYS | _BEST_KEYS | {"task"})
     for key in sorted(keys - set(known), key=str):
         fail(f"unknown key '{key}'{_near(key, known)}", ("claims", i, key), f"claims[{i}].{key}")
     pairwise = keys == _PAIR_KEYS
