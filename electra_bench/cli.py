@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
                         epilog="example:\n  electra-bench ls suites/paper", formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("folder", nargs="?", default="suites")
     ls.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
+    cl = sub.add_parser("claims", help="the claims of several suites and their verdicts, as one markdown table",
+                        description="the claims of several suites and their verdicts (from committed records alone), "
+                        "as the markdown table the README's 'Reproducing the paper' section shows",
+                        epilog="example:\n  electra-bench claims suites/paper/*.yaml suites/robustness.yaml",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cl.add_argument("suites", nargs="+", help="suite YAML files")
     c = suite_cmd("compare", "two or more cells side by side: config differences and metric deltas (medians)",
                   "electra-bench compare suites/quickstart.yaml ELECTRA 'random init'")
     c.add_argument("cells", nargs="*", help="cell labels (default: all cells of the suite)")
@@ -93,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     from .tasks import DataError
 
     try:
-        if args.command == "ls":
-            return cmd_ls(args)
+        if args.command in ("ls", "claims"):
+            return cmd_ls(args) if args.command == "ls" else cmd_claims(args)
         suite = load_suite(args.suite, args.overrides, args.scale)
         return COMMANDS[args.command](suite, args)
     except (ConfigError, DataError) as e:
@@ -265,6 +271,13 @@ def cmd_table(suite, args) -> int:
         print(f"no records yet in {plan.records_path}", file=sys.stderr)
         return 1
     print((plan.records_path.parent / "table.md").read_text())
+    return 0
+
+
+def cmd_claims(args) -> int:
+    from .verdicts import claim_rows, markdown
+
+    print(markdown(claim_rows([Path(p) for p in args.suites], Path.cwd())), end="")
     return 0
 
 

@@ -10,7 +10,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -43,6 +43,12 @@ class Source:
             if path[:n] in self.lines:
                 return self.lines[path[:n]]
         return self.root_file, None
+
+    def replaced(self, path: tuple, where: tuple[str, int | None]) -> None:
+        """`path` was set whole (a scale, `--set`): the lines written under it in a file no longer apply."""
+        for old in [k for k in self.lines if k[:len(path)] == path]:
+            del self.lines[old]
+        self.lines[path] = where
 
 
 def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
@@ -163,10 +169,10 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
     for part in path:
         if isinstance(part, int):
             continue
-        info = model.model_fields.get(part)
-        ann = getattr(info, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
+        ann = getattr(model.model_fields.get(part), "annotation", None)
+        inner = [a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if inner:  # the field's model, or the one in list[...] / dict[str, ...] / ... | None
+            model = inner[0]
         else:
             return model if part == path[-1] else None
     return model
@@ -269,7 +275,7 @@ def apply_scale(data: dict, scale: str | None, source: Source) -> dict:
     for dotted, value in (scales[scale] or {}).items():
         key, _ = parse_override(f"{dotted}=0")
         data = _set_path(data, key, value)
-        source.lines[key] = source.where(("scales", scale, dotted))
+        source.replaced(key, source.where(("scales", scale, dotted)))
     return data
 
 
@@ -297,16 +303,32 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
         data = _set_path(data, key, value)
         for n in range(1, len(key)):
             source.lines.setdefault(key[:n], ("--set", None))
-        source.lines[key] = ("--set", None)
+        source.replaced(key, ("--set", None))
     try:
         cfg = SuiteConfig.model_validate(data)
     except ValidationError as e:
         _raise_validation(e, source, SuiteConfig)
-    _check_tasks(cfg, source)
-    return Suite(config=cfg, cells=_expand_cells(cfg, source), path=path, source=source)
+    formats = _check_tasks(cfg, source)
+    cells = _expand_cells(cfg, source)
+    _check_table(cfg, cells, source, formats)
+    if cfg.robustness is not None:
+        _check_robustness(cfg, cells, source)
+    return Suite(config=cfg, cells=cells, path=path, source=source)
 
 
-def _check_tasks(cfg: SuiteConfig, source: Source) -> None:
+def _check_robustness(cfg: SuiteConfig, cells: list[Cell], source: Source) -> None:
+    from .robustness import RobustnessError, check
+    from .tasks import TASKS, task_from_dict
+
+    custom = {d["name"]: task_from_dict(d).kind for d in cfg.custom_tasks}  # valid: _check_tasks ran
+    try:
+        check(cfg, cells, {t: custom[t] if t in custom else TASKS.get(t).kind for t in cfg.tasks})
+    except RobustnessError as e:
+        raise ConfigError(str(e), *source.where(("robustness", e.field)), f"robustness.{e.field}") from None
+
+
+def _check_tasks(cfg: SuiteConfig, source: Source) -> dict[str, str]:
+    """Resolve task names (built-in and the suite's custom tasks); returns the format of every task of the suite."""
     from .tasks import TASKS, task_from_dict  # registries resolved once, at load time
 
     custom = {}
@@ -339,3 +361,106 @@ def _check_tasks(cfg: SuiteConfig, source: Source) -> None:
             file, line = source.where(("tasks", i))
             raise ConfigError(f"unknown task '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}",
                               file, line, f"tasks[{i}]")
+    return {name: (custom[name] if name in custom else TASKS.get(name)).format for name in cfg.tasks}
+
+
+def _near(name: Any, choices: list[str]) -> str:
+    """did_you_mean, also across case: a reference column 'glue' is the table's 'GLUE' column."""
+    same = [c for c in choices if c.lower() == str(name).lower()]
+    return f" (did you mean '{same[0]}'?)" if same else did_you_mean(str(name), choices)
+
+
+def _unknown_metric(metric: Any, metrics: list[str]) -> str:
+    return f"metric {metric!r} is not one of {', '.join(metrics)}{_near(metric, metrics)}"
+
+
+def _check_table(cfg: SuiteConfig, cells: list[Cell], source: Source, formats: dict[str, str]) -> None:
+    """Reference numbers, plots and claims name rows, columns and metrics exactly as tables.py resolves them when
+    it renders (a record's cell is its cell's label), so a typo fails here and not after the training."""
+    from .results import CellInfo
+    from .tables import GLUE, resolve_spec, show_glue
+
+    table, labels = cfg.table, [c.label for c in cells]
+    columns = list(table.columns or cfg.tasks)  # the spec runner.table_spec builds (it drops an empty glue list)
+    glue_tsv = [c for c in columns if formats[c] == "glue_tsv"] or None
+    glue = resolve_spec({"columns": columns, "glue_tasks": glue_tsv}, [])["glue_tasks"]
+    shown = [*columns, *([GLUE] if show_glue(glue, table.reference) else []), *table.extra]
+    metrics = [*cfg.tasks, *(["glue"] if glue else [])]  # results._Scores: a task with records, or "glue"
+
+    def fail(msg: str, at: tuple, dotted: str) -> None:
+        raise ConfigError(msg, *source.where(("table", *at)), f"table.{dotted}")
+
+    for row, ref in table.reference.items():
+        if row not in labels:
+            fail(f"row '{row}' is not a cell label{_near(row, labels)}; cells: {', '.join(labels)}",
+                 ("reference", row), f"reference[{row!r}]")
+        for col in ref:
+            if col not in shown:
+                fail(f"'{col}' is not a column of the table{_near(col, shown)}; columns: {', '.join(shown)}",
+                     ("reference", row, col), f"reference[{row!r}].{col}")
+    for i, plot in enumerate(table.plots):
+        if plot.get("metric") not in metrics:
+            fail(_unknown_metric(plot.get("metric"), metrics), ("plots", i, "metric"), f"plots[{i}].metric")
+    infos = {c.label: CellInfo(c.label, c.label, c.axes) for c in cells}
+    for i, claim in enumerate(table.claims):
+        for at, sel, one in _claim_selectors(claim, metrics, fail, i, cfg):
+            if problem := _selector_problem(sel, infos, cfg.axes, one):
+                fail(problem, ("claims", i, *at), f"claims[{i}].{at[0]}" + (f"[{at[1]}]" if len(at) > 1 else ""))
+
+
+def _claim_selectors(claim: dict, metrics: list[str], fail, i: int, cfg: SuiteConfig) -> list[tuple[tuple, Any, bool]]:
+    """Check a claim's keys and metric as results.evaluate_claims reads them; return its cell selectors as
+    (where in the claim, selector, whether it must pick exactly one cell). With `task:`, the metric is one the
+    fine-tunes of that task record (the robustness metrics, robustness.py), judged as the headline would be."""
+    from .results import _BEST_KEYS, _PAIR_KEYS
+
+    if "task" in claim:
+        claim = dict(claim)
+        task = claim.pop("task")
+        if task not in cfg.tasks:
+            fail(f"task '{task}' is not one of the suite's tasks{_near(str(task), list(cfg.tasks))}",
+                 ("claims", i, "task"), f"claims[{i}].task")
+        if cfg.robustness is None or not str(claim.get("metric", "")).startswith("robust"):
+            fail("a claim with `task:` names a recorded robustness metric (robust_auc/<kind>, robust_drop/<kind>/"
+                 "<rate>, robust_rel_drop/all, ...) of a suite with a `robustness:` section",
+                 ("claims", i, "metric"), f"claims[{i}].metric")
+        metrics = [*metrics, claim.get("metric")]
+    keys, known = set(claim), sorted(_PAIR_KEYS | _BEST_KEYS | {"task"})
+    for key in sorted(keys - set(known), key=str):
+        fail(f"unknown key '{key}'{_near(key, known)}", ("claims", i, key), f"claims[{i}].{key}")
+    pairwise = keys == _PAIR_KEYS
+    if not pairwise and keys not in (_BEST_KEYS, _BEST_KEYS - {"metric"}):
+        fail(f"a claim has the keys {sorted(_PAIR_KEYS)} or {sorted(_BEST_KEYS)} (metric optional), not "
+             f"{sorted(keys, key=str)}", ("claims", i), f"claims[{i}]")
+    metric = claim.get("metric", "glue")
+    if metric not in metrics:
+        fail(_unknown_metric(metric, metrics), ("claims", i, "metric"), f"claims[{i}].metric")
+    if pairwise:
+        return [((side,), claim[side], True) for side in ("better", "worse")]
+    for side in ("best_among", "expected"):
+        if not isinstance(claim[side], list) or not claim[side]:
+            fail("a list of cell selectors (labels or {axis: value})", ("claims", i, side), f"claims[{i}].{side}")
+    return [((side, j), sel, False) for side in ("best_among", "expected") for j, sel in enumerate(claim[side])]
+
+
+def _selector_problem(sel: Any, infos: dict, axes: dict[str, list], one: bool) -> str | None:
+    """Why a cell selector (a cell label, or {axis path: value}) does not pick exactly one cell (`one`) or at least
+    one, as results.select_cells will pick from the records; None when it does."""
+    from .results import select_cells
+
+    labels = list(infos)
+    if isinstance(sel, dict):
+        for k, v in sel.items():
+            if k not in axes:
+                return f"'{k}' is not an axis of the suite{_near(k, list(axes))}; axes: {', '.join(axes) or 'none'}"
+            if v not in axes[k]:
+                return f"axis {k} has no value {v!r}; values: {', '.join(map(str, axes[k]))}"
+    elif not isinstance(sel, str):
+        return f"a cell selector is a cell label or {{axis: value}}, not {sel!r}"
+    found = select_cells(infos, sel)
+    if not found:
+        return f"'{sel}' is not a cell label{_near(sel, labels)}; cells: {', '.join(labels)}" \
+            if isinstance(sel, str) else f"{sel} matches no cell"
+    if one and len(found) > 1:
+        return f"{sel} matches {len(found)} cells ({', '.join(found)}); a pairwise claim compares two"
+    return None

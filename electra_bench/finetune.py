@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from .metrics import METRICS, compute_metrics
 from .model.heads import EncoderWithHead, count_params, n_layers
 from .optim import layerwise_lrs, linear_schedule, make_optimizer
 from .tasks import TaskSpec, both_orders, load_split
+
+if TYPE_CHECKING:
+    from .robustness import RobustSettings
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class FinetuneSettings:
     device: str
     seed: int
     predictions_dir: Path | None = None  # when set: test-split predictions in submission format go here
+    robustness: RobustSettings | None = None  # when set: also score perturbed dev sets (robustness.py)
 
 
 @dataclass
@@ -171,6 +176,19 @@ def score(spec: TaskSpec, preds: list, gold: list) -> dict[str, float]:
     return {k: v * METRICS.get(k).scale for k, v in raw.items()}
 
 
+def robust_eval(model, spec: TaskSpec, dev_ds, dev: Encoded, tokenizer, s: FinetuneSettings, data_root: Path,
+                clean: float) -> dict[str, float]:
+    """The trained model on every perturbed dev set of `s.robustness`: robustness.summary's record metrics."""
+    from .robustness import context, perturbed_sets, summary
+
+    ctx = context(spec, tokenizer, s.robustness, data_root, s.device)
+    sets = perturbed_sets(spec, dev_ds, dev, ctx, s.robustness,
+                          lambda ds: encode(spec, ds, tokenizer, s.max_seq_length))
+    scores = {(kind, rate): score(spec, predict(model, data, spec, s), gold_of(spec, ds))[spec.headline]
+              for kind, rate, data, ds in sets}
+    return summary(scores, clean, spec.headline, METRICS.get(spec.headline).higher_is_better)
+
+
 def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSettings, data_root: Path,
              log=lambda metrics, step: None, show_progress: bool = True) -> dict:
     """Fine-tune `model` on `spec`'s train split and score the dev split; returns metrics (reporting scale)."""
@@ -227,6 +245,10 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
         test_ds = load_split(spec, "test", data_root)
         test_preds = predict(model, encode(spec, test_ds, tokenizer, s.max_seq_length), spec, s)
         write_predictions(spec, test_ds, test_preds, s.predictions_dir / f"{spec.name}-seed{s.seed}.tsv")
+    if s.robustness is not None:  # the same model on corrupted input (issue #9)
+        robust = robust_eval(model, spec, dev_ds, dev, tokenizer, s, data_root, metrics[spec.headline])
+        log(robust, total)
+        metrics.update(robust)
     flags = ["degenerate"] if degenerate(spec, preds) else []
     return {"metrics": metrics, "headline": metrics[spec.headline], "flags": flags, "curve": curve,
             "n_train": len(train.input_ids), "n_dev": len(dev.input_ids), "steps": total,

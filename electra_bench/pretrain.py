@@ -139,6 +139,18 @@ def checkpoint_dir(out_dir: Path, fraction: float) -> Path:
     return out_dir / f"checkpoint-{fraction * 100:g}pct"
 
 
+GENERATOR_DIR = "generator"  # <checkpoint>/generator: the masked-LM generator at that checkpoint, when there is one
+
+
+def save_generator(objective, tokenizer, checkpoint: Path) -> None:
+    """Save the masked-LM generator beside the discriminator (robustness.py samples substitutions from it). Only
+    written, never read back by training: results and run keys do not change. No-op for MLM / unigram."""
+    model = getattr(getattr(objective, "generator", None), "model", None)  # MaskedLMGenerator.model
+    if model is not None:
+        model.save_pretrained(checkpoint / GENERATOR_DIR)
+        tokenizer.save_pretrained(checkpoint / GENERATOR_DIR)
+
+
 def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
              tokenizer, log=lambda metrics, step: None, show_progress: bool = True) -> dict[str, float]:
     """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics."""
@@ -197,6 +209,7 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
                 save = checkpoint_dir(out_dir, ckpt_steps[step])
                 objective.encoder().save_pretrained(save)
                 tokenizer.save_pretrained(save)
+                save_generator(objective, tokenizer, save)
             if step % s.save_every == 0 or step in ckpt_steps or step == s.steps:
                 _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
             bar.update(1)

@@ -285,6 +285,22 @@ def aggregate(records: Iterable[dict], *, n_resamples: int = N_RESAMPLES, seed: 
     return [_cell_task_stats(c, t, groups[(c, t)], n_resamples, seed) for c, t in sorted(groups)]
 
 
+def metric_view(records: Iterable[dict], metric: str, task: str | None = None) -> list[dict]:
+    """The records with `metrics[metric]` as the headline of every fine-tuning record that has it (of `task` only,
+    when given), so that `aggregate`, claims and plots treat a recorded robustness metric (robustness.py) as they
+    treat the headline: medians over seeds, flagged runs left out. Pretraining records pass unchanged."""
+    from electra_bench.robustness import higher_is_better
+
+    out = []
+    for r in records:
+        if r["unit"] != "finetune":
+            out.append(r)
+        elif (task is None or r["task"] == task) and metric in r["metrics"]:
+            out.append({**r, "headline_metric": metric, "headline": r["metrics"][metric],
+                        "higher_is_better": higher_is_better(metric, bool(r["higher_is_better"]))})
+    return out
+
+
 @dataclass(frozen=True)
 class GlueScore:
     """Mean over `tasks` of the headline medians; None when a task is missing (a partial mean would mislead)."""
@@ -469,19 +485,25 @@ def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks:
       `expected` and its CI against the best cell outside `expected` lies above 0: "reproduced". If the best is
       outside `expected` and its CI against the best cell inside lies above 0: "contradicted". Otherwise
       "inconclusive". "metric" defaults to "glue" for this form.
+    * Either form may add `task`: then `metric` is a metric recorded by that task's fine-tunes, such as the
+      robustness metric `robust_rel_drop/all` (lower is better), judged like a headline (`metric_view`).
     * A selector is a label/cell string or an axis dict; a pairwise side must match at most one cell. A cell with
       fewer than `min_runs` kept (unflagged) runs on any needed task, or no records, yields "inconclusive" with
       a note: a verdict is never drawn from a zero-width interval. Malformed claims raise ValueError.
     """
     out = []
     for claim in claims:
-        keys = set(claim)
+        keys = set(claim) - {"task"}
         best_form = keys in (_BEST_KEYS, _BEST_KEYS - {"metric"})
         form = _pairwise if keys == _PAIR_KEYS else _best_among if best_form else None
         if form is None:
             raise ValueError(f"claim {claim.get('name', claim)!r}: keys {sorted(keys)} are neither "
-                             f"{sorted(_PAIR_KEYS)} nor {sorted(_BEST_KEYS)}")
+                             f"{sorted(_PAIR_KEYS)} nor {sorted(_BEST_KEYS)} (either with an optional 'task')")
         metric = claim.get("metric", "glue")
-        sc = _Scores(list(records), metric, glue_tasks, min_runs)
-        out.append(form(claim, sc, metric, n_resamples, seed))
+        if "task" in claim:  # a recorded metric of one task, judged as its headline would be
+            view = metric_view(records, metric, claim["task"])
+            sc, label = _Scores(view, claim["task"], None, min_runs), f"{claim['task']} {metric}"
+        else:
+            sc, label = _Scores(list(records), metric, glue_tasks, min_runs), metric
+        out.append(form(claim, sc, label, n_resamples, seed))
     return out

@@ -207,8 +207,12 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                     run.log_dataset(f"{unit.task}/{split}", str(spec.file_path(split, plan.data_root)),
                                     f"{spec.name}:{spec.version}", "training" if split == "train" else "evaluation")
                 preds_dir = plan.work_dir / "predictions" / cell.label.replace("/", "_")
+                from .robustness import settings_for
+
+                robust = settings_for(plan)  # None unless the suite has a `robustness:` section
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
-                                                       encoder_source(plan, cell), run.log_metrics, preds_dir))
+                                                       encoder_source(plan, cell), run.log_metrics, preds_dir,
+                                                       robust))
                 run.log_metrics({"final/" + k: v for k, v in out["metrics"].items()}, out["steps"])
             from .metrics import METRICS
 

@@ -206,6 +206,42 @@ class SearchConfig(Strict):
         return v
 
 
+class RobustnessConfig(Strict):
+    """Robustness evaluation (issue #9): after fine-tuning, each task's dev set is scored again under seeded
+    perturbations (electra_bench/perturb.py), to test whether replaced-token detection makes a model robust to
+    corrupted input. Dev sets only; the same perturbed sets for every cell and fine-tuning seed."""
+
+    # Registered names in perturb.PERTURBATIONS: random_token (random word-pieces), generator (samples of a
+    # pre-trained ELECTRA generator), char_typo (a character edit in a word), entity_swap (tagging tasks only).
+    kinds: list[str] = ["random_token", "generator", "char_typo", "entity_swap"]
+    # Fraction of the perturbable units (word-pieces, words, entity mentions) changed; rate 0 is the clean set.
+    rates: list[float] = [0.05, 0.1, 0.2]
+    seed: int = 0  # the perturbed sets depend on it (and on kind), never on the fine-tuning seed
+    # Label of the cell whose pre-trained generator proposes the `generator` substitutions (one generator for
+    # every cell, so all cells are scored on the same perturbed set). None: the first cell pre-training ELECTRA.
+    generator_cell: str | None = None
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, v: list[str]) -> list[str]:
+        from .perturb import PERTURBATIONS  # the registry is the one list of kinds
+        from .registry import UnknownName
+
+        for kind in v:
+            if kind not in PERTURBATIONS:
+                raise ValueError(str(UnknownName("perturbation kind", kind, PERTURBATIONS.names())))
+        if not v or len(set(v)) != len(v):
+            raise ValueError("kinds must be a non-empty list without repeats")
+        return v
+
+    @field_validator("rates")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < r <= 1 for r in v) or len(set(v)) != len(v):
+            raise ValueError("rates must be a non-empty list of distinct fractions in (0, 1]")
+        return sorted(v)
+
+
 class SuiteConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]*$", max_length=100)
     description: str = ""
@@ -222,6 +258,7 @@ class SuiteConfig(Strict):
     table: TableConfig = TableConfig()
     tracking: TrackingConfig = TrackingConfig()
     search: SearchConfig | None = None  # Optuna study over any dotted path: `electra-bench search SUITE`
+    robustness: RobustnessConfig | None = None  # perturbed dev sets; None: none (and fine-tune keys as before)
 
     @field_validator("name")
     @classmethod

@@ -66,10 +66,12 @@ def pretrain_key(run: RunConfig, data_root: Path) -> str:
                     "data": data_identity(run, data_root)})
 
 
-def finetune_key(run: RunConfig, spec: TaskSpec, seed: int, upstream: str) -> str:
-    """`upstream`: the pre-training key, or the encoder source ('random' + model/tokenizer, a path, a hub id)."""
-    return _digest({"code": CODE_VERSION, "finetune": _semantic(run, ("finetune",)), "upstream": upstream,
-                    "task": spec.model_dump(mode="json"), "seed": seed})
+def finetune_key(run: RunConfig, spec: TaskSpec, seed: int, upstream: str, robustness: dict | None = None) -> str:
+    """`upstream`: the pre-training key, or the encoder source ('random' + model/tokenizer, a path, a hub id).
+    `robustness`: robustness.key_identity of the suite; None (no `robustness:` section) leaves the key as it was."""
+    ident = {"code": CODE_VERSION, "finetune": _semantic(run, ("finetune",)), "upstream": upstream,
+             "task": spec.model_dump(mode="json"), "seed": seed}
+    return _digest(ident if robustness is None else {**ident, "robustness": robustness})
 
 
 def upstream_of(run: RunConfig, data_root: Path) -> str:
@@ -136,13 +138,16 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     plan = Plan(suite, root)
     done = {r["run_key"] for r in read_records_safe(plan.records_path)}
     failed = failures(plan.work_dir)
+    from .robustness import key_identity
+
+    robust = key_identity(suite, root)
     for cell in suite.cells:
         up = upstream_of(cell.config, root)
         if needs_pretraining(cell.config) and all(u.key != up for u in plan.units):  # shared cells run once
             plan.units.append(Unit("pretrain", cell, up, status="done" if up in done else "pending"))
         for task in suite.config.tasks:
             for seed in suite.config.seeds:
-                key = finetune_key(cell.config, TASKS.get(task), seed, up)
+                key = finetune_key(cell.config, TASKS.get(task), seed, up, robust)
                 plan.units.append(Unit("finetune", cell, key, task, seed, "done" if key in done else "pending"))
     for unit in plan.units:
         if unit.status == "pending" and unit.key in failed:

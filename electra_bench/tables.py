@@ -1,7 +1,8 @@
 """Tables and plots of a suite, rendered from its records alone plus a table spec (DESIGN.md principle 7).
 
-`render_all(records, spec, out_dir)` writes `table.md` (with the verdicts section), `table.tex` (booktabs),
-`table.csv` (one line per row x column, full precision) and the spec's plots as PNG. The same records give
+`render_all(records, spec, out_dir)` writes `table.md` (with the verdicts section, and a robustness section when the
+records carry robustness metrics: robustness_tables.py), `table.tex` (booktabs), `table.csv` (one line per row x
+column, full precision) and the spec's plots as PNG (and robustness.png). The same records give
 byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing reads the clock.
 
 Table spec keys: those of `schema.TableConfig` (columns, extra, reference, claims, plots) plus a few of
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from electra_bench import robustness_tables
 from electra_bench.registry import did_you_mean
 from electra_bench.results import (CellInfo, Verdict, aggregate, bootstrap_group_ci, cell_infos, evaluate_claims,
                                    glue_score, pretrain_summary, select_cells)
@@ -84,6 +86,7 @@ class Table:
     spec: dict  # the resolved spec: formatting (digits, spread, reference_name) is read from it
     notes: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+    robustness: list = field(default_factory=list)  # robustness_tables.RobustBlock per task with robustness records
 
 
 def _axis_sort_key(info: CellInfo) -> tuple:
@@ -112,6 +115,12 @@ def _ok(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def show_glue(glue_tasks: Sequence[str], reference: Mapping) -> bool:
+    """A GLUE column: with two or more GLUE tasks, or with one when the paper's GLUE numbers are to sit beside it
+    (a CPU-scale table scored on SST-2 alone; the table's header says which tasks the score averages)."""
+    return len(glue_tasks) >= 2 or (len(glue_tasks) == 1 and any(GLUE in ref for ref in reference.values()))
+
+
 def build_table(records: Sequence[dict], spec: Mapping) -> Table:
     """Aggregate records into a Table following `spec` (see the module docstring for its keys)."""
     spec = resolve_spec(spec, records)
@@ -119,7 +128,7 @@ def build_table(records: Sequence[dict], spec: Mapping) -> Table:
     by = {(s.cell, s.task): s for s in stats}
     cells = _row_cells(infos, spec["rows"])
     glue_tasks = list(spec["glue_tasks"])
-    columns = list(spec["columns"]) + ([GLUE] if len(glue_tasks) >= 2 else []) + list(spec["extra"])
+    columns = list(spec["columns"]) + ([GLUE] if show_glue(glue_tasks, spec["reference"]) else []) + list(spec["extra"])
     names = [infos[c].name for c in cells]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ValueError(f"table: several cells share the row name(s) {dupes}; give them distinct labels")
@@ -153,6 +162,7 @@ def build_table(records: Sequence[dict], spec: Mapping) -> Table:
         _mark_best(table, GLUE, True, spec["digits"])
     table.notes = _notes(records, stats, spec, columns)
     table.verdicts = evaluate_claims(records, spec["claims"], glue_tasks) if spec["claims"] else []
+    table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec["columns"])
     return table
 
 
@@ -227,6 +237,7 @@ def render_markdown(table: Table) -> str:
     lines = [f"# {table.title}", "", *[f"- {n}" for n in table.notes], "",
              "| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    lines += robustness_tables.render_markdown(table.robustness, table.spec["digits"])
     if table.verdicts:
         lines += ["", "## Verdicts", "", *[render_verdict(v) for v in table.verdicts]]
     return "\n".join(lines) + "\n"
@@ -369,4 +380,6 @@ def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path) -> l
         file = p.get("file") or f"{p['metric']}_vs_{p['axis']}.png".replace("/", "_")
         paths.append(plot_metric_vs_axis(records, p["axis"], p["metric"], out / file,
                                          glue_tasks=spec["glue_tasks"], logx=p.get("logx")))
+    if table.robustness:
+        paths.append(robustness_tables.plot(table.robustness, out / "robustness.png"))
     return paths

@@ -145,6 +145,18 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
 
 
 
+def export_generator(run: RunConfig, out_dir: Path, checkpoint: Path) -> None:
+    """Save the generator of a finished pre-training made before generators were saved, from its final state."""
+    from transformers import AutoTokenizer
+
+    from .pretrain import save_generator
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    objective = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
+    objective.load_state_dict(torch.load(out_dir / "state.pt", map_location="cpu", weights_only=False)["model"])
+    save_generator(objective, tokenizer, checkpoint)
+
+
 def finetune_settings(run: RunConfig, spec, seed: int, device: str):
     from .finetune import FinetuneSettings
 
@@ -158,8 +170,9 @@ def finetune_settings(run: RunConfig, spec, seed: int, device: str):
 
 
 def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str | None,
-                 log=lambda m, s: None, predictions_dir: Path | None = None) -> dict:
-    """Fine-tune one (task, seed) from `encoder_source` (a save_pretrained dir or hub id; None = random init)."""
+                 log=lambda m, s: None, predictions_dir: Path | None = None, robustness=None) -> dict:
+    """Fine-tune one (task, seed) from `encoder_source` (a save_pretrained dir or hub id; None = random init);
+    `robustness` (robustness.RobustSettings): also score perturbed dev sets."""
     from .build import electra_config
     from .finetune import finetune
     from .model.heads import EncoderWithHead, load_encoder
@@ -175,8 +188,9 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
     n_out = 1 if spec.kind == "regression" else len(spec.labels)
     model = EncoderWithHead(encoder, n_out, per_token=spec.kind == "tagging", head=run.finetune.head)
     settings = finetune_settings(run, spec, seed, resolve_device(run.finetune.device))
-    if run.finetune.eval_test and predictions_dir is not None:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if run.finetune.eval_test and predictions_dir is not None:
         settings = replace(settings, predictions_dir=predictions_dir)
+    settings = replace(settings, robustness=robustness)
     return finetune(spec, model, tokenizer, settings, env.data_root, log, env.show_progress)

@@ -27,3 +27,19 @@ def test_committed_table_matches_its_records(folder, tmp_path):
     records = read_records(folder / "records.jsonl")
     render_all(records, table_spec(Plan(suite, REPO)), tmp_path)
     assert (tmp_path / "table.md").read_text() == (folder / "table.md").read_text()
+
+
+BEGIN, END = "<!-- claims: electra-bench claims", "<!-- /claims -->"
+
+
+def test_readme_verdict_table_matches_the_records():
+    """README's 'Reproducing the paper' table is `electra-bench claims <the suites its marker names>` verbatim."""
+    from electra_bench.verdicts import claim_rows, markdown
+
+    text = (REPO / "README.md").read_text()
+    start = text.index(BEGIN)
+    marker_end = text.index("-->", start)
+    suites = text[start + len(BEGIN):marker_end].split()
+    block = text[marker_end + len("-->"):text.index(END, start)].strip("\n") + "\n"
+    assert suites and all((REPO / s).exists() for s in suites)
+    assert block == markdown(claim_rows([REPO / s for s in suites], REPO))

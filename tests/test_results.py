@@ -231,3 +231,44 @@ def test_best_among_defaults_to_glue_and_needs_both_sides():
     assert v.metric == "glue" and v.verdict == "reproduced"
     (v,) = evaluate_claims(runs, [best(["0.25", "1.0"], ["0.25", "1.0"])])
     assert v.verdict == "inconclusive" and "outside" in v.note
+
+
+# ------------------------------------------------------------------------------------------- robustness metrics
+
+def robust_runs(cell: str, drop_per_rate: float, seeds=(0, 1, 2), task: str = "sst2") -> list[dict]:
+    """Fine-tune records carrying robustness.summary's metrics: accuracy falls by `drop_per_rate` x rate x 10."""
+    from electra_bench.robustness import summary
+
+    out = []
+    for seed in seeds:
+        clean = 80.0 + seed
+        scores = {(k, r): clean - drop_per_rate * r * 10 for k in ("random_token", "char_typo") for r in (0.1, 0.2)}
+        r = rec(cell, task, seed, clean, label=cell)
+        r["metrics"] |= summary(scores, clean, "accuracy", True)
+        out.append(r)
+    return out
+
+
+def test_metric_view_makes_a_recorded_metric_the_headline_with_its_direction():
+    from electra_bench.results import metric_view
+
+    recs = robust_runs("ELECTRA", 2.0) + cell_runs("x", "cola", [1.0, 2.0])
+    view = metric_view(recs, "robust_drop/char_typo/0.2", "sst2")
+    assert [r["headline"] for r in view] == [4.0, 4.0, 4.0] and not any(r["higher_is_better"] for r in view)
+    (stats,) = aggregate(view)
+    assert stats.median == 4.0 and stats.metric == "robust_drop/char_typo/0.2"
+    assert all(r["higher_is_better"] for r in metric_view(recs, "robust_auc/char_typo"))
+
+
+def test_robustness_claims_with_a_task():
+    recs = robust_runs("ELECTRA", 2.0) + robust_runs("BERT", 6.0)
+    claim = {"name": "ELECTRA degrades less", "better": "ELECTRA", "worse": "BERT", "task": "sst2",
+             "metric": "robust_rel_drop/all"}
+    (v,) = evaluate_claims(recs, [claim])
+    assert v.verdict == "reproduced" and v.metric == "sst2 robust_rel_drop/all" and v.diff > 0
+    (v,) = evaluate_claims(recs, [{**claim, "better": "BERT", "worse": "ELECTRA"}])
+    assert v.verdict == "contradicted"
+    (v,) = evaluate_claims(recs, [{**claim, "metric": "robust_auc/char_typo"}])  # higher AUC is better
+    assert v.verdict == "reproduced"
+    with pytest.raises(ValueError, match="not a robustness metric"):
+        evaluate_claims(recs, [{**claim, "metric": "accuracy"}])

@@ -182,7 +182,7 @@ def killed_twice(killed_dir, data_root):
     tmp, name = killed_dir, "kill"
     suite = write_suite(tmp, name, data_root)
     records = records_path(tmp, name)
-    pre_dir = tmp / "work" / name / "pretrain"
+    pre_dir = tmp / "work" / "pretrain"  # shared by suites, by run key (suite.pretrain_dir)
 
     run1 = Child(suite, tmp / "run1.log")
     run1.kill_when(lambda: any(pre_dir.glob("*/state.pt")), "a saved pre-training state")

@@ -97,3 +97,61 @@ def test_pretrain_key_ignores_finetune_section():
     a = RunConfig()
     b = RunConfig.model_validate(_set_path(BASE, ("finetune", "lr"), 1e-3))
     assert pretrain_key(a, ROOT) == pretrain_key(b, ROOT)
+
+
+# --- the robustness section (issue #9) ------------------------------------------------------------------------------
+
+# Fine-tune keys computed by the code before robustness existed (main at 206e98b): results are cached by key, so a
+# suite without a `robustness:` section must keep them.
+GOLDEN = {("sst2", 0, "up1"): "256b026c1d15", ("conll2003", 2, "abc"): "9f8e6291303d"}
+CELLS = """name: keys
+work_dir: {tmp}/work
+results_dir: {tmp}/results
+cells:
+  - label: ELECTRA
+  - {{label: ELECTRA T2, set: {{pretrain.temperature: 2.0}}}}
+  - {{label: BERT, set: {{pretrain.objective: mlm}}}}
+  - {{label: random init, set: {{finetune.init: random}}}}
+tasks: [sst2, conll2003]
+seeds: [0, 1]
+"""
+
+
+def _plan_keys(tmp_path: Path, robustness: str = "") -> tuple[list[str], list[str]]:
+    from electra_bench.config import load_suite
+    from electra_bench.suite import make_plan
+
+    path = tmp_path / "keys.yaml"
+    path.write_text(CELLS.format(tmp=tmp_path) + robustness)
+    units = make_plan(load_suite(path), ROOT).units
+    return [u.key for u in units if u.kind == "pretrain"], [u.key for u in units if u.kind == "finetune"]
+
+
+def test_finetune_keys_without_a_robustness_section_are_unchanged():
+    for (task, seed, upstream), key in GOLDEN.items():
+        assert finetune_key(RunConfig(), TASKS.get(task), seed, upstream) == key
+        assert finetune_key(RunConfig(), TASKS.get(task), seed, upstream, None) == key
+
+
+def test_a_robustness_section_changes_finetune_keys_only(tmp_path):
+    pre, plain = _plan_keys(tmp_path)
+    pre_r, robust = _plan_keys(tmp_path, "robustness: {}\n")
+    assert pre_r == pre  # pre-training keys never see the section
+    assert not set(robust) & set(plain) and len(set(robust)) == len(robust)
+    assert _plan_keys(tmp_path, "robustness: {generator_cell: ELECTRA}\n")[1] == robust  # the default, by name
+    variants = ("{rates: [0.1]}", "{seed: 1}", "{kinds: [random_token, generator]}", "{generator_cell: ELECTRA T2}")
+    for variant in variants:
+        keys = _plan_keys(tmp_path, f"robustness: {variant}\n")[1]
+        assert not set(keys) & set(robust), variant
+
+
+def test_robustness_suite_shares_pretraining_keys_with_table1_small():
+    from electra_bench.config import load_suite
+    from electra_bench.suite import make_plan
+
+    repo = Path(__file__).resolve().parents[1]
+    keys = {}
+    for name in ("robustness.yaml", "paper/table1_small.yaml"):
+        plan = make_plan(load_suite(repo / "suites" / name), ROOT)
+        keys[name] = {c.label: upstream_of(c.config, ROOT) for c in plan.suite.cells}
+    assert keys["robustness.yaml"] == {k: keys["paper/table1_small.yaml"][k] for k in keys["robustness.yaml"]}

@@ -108,3 +108,19 @@ if __name__ == "__main__":  # regenerate the golden files; review the diff by ey
     t = build_table(records(), SPEC)
     (FIXTURES / "generator_size.table.md").write_text(render_markdown(t), newline="\n")
     (FIXTURES / "generator_size.table.tex").write_text(render_latex(t), newline="\n")
+
+
+def test_robustness_section_and_plot(tmp_path):
+    from test_results import robust_runs
+
+    recs = robust_runs("ELECTRA", 2.0) + robust_runs("BERT", 6.0) + robust_runs("BERT", 6.0, task="cola")
+    md = render_markdown(build_table(recs, {"columns": ["sst2", "cola"], "rows": ["ELECTRA", "BERT"]}))
+    assert "## Robustness" in md and "### sst2 (accuracy)" in md and "### cola (accuracy)" in md
+    header = "| row | kind | clean | drop@0.1 | drop@0.2 | AUC | rel. drop % |"
+    assert header in md
+    # clean median 81; drop 2 at rate 0.1 and 4 at 0.2; AUC (0.1 * 80 + 0.1 * 78) / 0.2 = 79; rel. drop 3/81
+    assert "| ELECTRA | random_token | 81.0 | 2.0 | 4.0 | 79.0 | 3.7 |" in md
+    assert md.index("| ELECTRA | random_token") < md.index("| BERT | random_token")
+    paths = render_all(recs, {"columns": ["sst2", "cola"]}, tmp_path)
+    assert paths[-1].name == "robustness.png" and paths[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Robustness" not in render_markdown(build_table(records(), SPEC))  # no robustness records
