@@ -359,7 +359,7 @@ def _report_study(suite, plan, study) -> int:
 def cmd_worker(suite, args) -> int:
     import json
 
-    from .claims import LeaseTimes
+    from .leases import LeaseTimes
     from .config import load_suite
 
     if args.tracking_uri:  # a suite-level field: it changes no run key

@@ -9,7 +9,7 @@ The pruner sees the objective task's dev headline after every epoch of the first
 Storage: a journal file under the work dir by default (safe for several processes on one host), or an RDB URL.
 SQLite is refused for more than one worker (its file locking serialises and fails under concurrent writers).
 Several `electra-bench worker` processes share one study (worker.py): each runs `Study.optimize` on the shared
-storage, trials whose worker died are re-queued (claims.py) and re-run, and the workers stop together once
+storage, trials whose worker died are re-queued (leases.py) and re-run, and the workers stop together once
 `n_trials` trials are finished or running.
 Tracking: one study run with a child run per trial (params = the trial's dotted paths and number; state tag).
 Outputs: results/<suite>/search.jsonl (one line per finished trial), best.yaml (a suite snippet to `extends`),
@@ -35,10 +35,10 @@ from .tracking import make_tracker
 
 def storage_for(cfg: SearchConfig, work_dir: Path, n_workers: int = 1):
     """The study's storage: `search.storage` (an RDB URL or a journal file path), else work/<suite>/optuna.journal.
-    RDB storage gets Optuna's heartbeat, and a trial whose process died is re-queued (claims.py)."""
+    RDB storage gets Optuna's heartbeat, and a trial whose process died is re-queued (leases.py)."""
     import optuna
 
-    from .claims import LeaseTimes, open_storage
+    from .leases import LeaseTimes, open_storage
 
     if cfg.storage is not None and cfg.storage.startswith("sqlite"):
         if n_workers > 1:
@@ -115,7 +115,7 @@ class Shared:
     """A worker's share of a study: the shared storage, its lease, and the study's MLflow run made by setup."""
 
     storage: object
-    lease: object  # claims.Lease
+    lease: object  # leases.Lease
     study_run_id: str | None
 
 
@@ -158,7 +158,7 @@ def _worker_seed(seed: int) -> int:
     depends on timing anyway, so it is not reproducible)."""
     import zlib
 
-    from .claims import worker_id
+    from .leases import worker_id
 
     return zlib.crc32(f"{seed}:{worker_id()}".encode())
 
@@ -173,14 +173,14 @@ def _counted(study) -> int:
 def _optimize_shared(study, objective, cfg: SearchConfig, total: int, shared: Shared, tracker) -> None:
     """Optimise with other workers until `total` trials are finished or running, then wait for the running ones,
     re-running any whose worker died. RDB storage: Study.optimize keeps the heartbeat and fails stale trials
-    itself; journal storage: the lease does (claims.py)."""
+    itself; journal storage: the lease does (leases.py)."""
     from optuna.trial import TrialState
 
     lease = shared.lease
     lease.requeue.on_lost.append(lambda st, t: tracker.mark_lost(f"trial:{st.study_name}:{t.number}",
                                                                  "worker lost (no heartbeat)"))
     def leased(trial):
-        from .claims import trial_id
+        from .leases import trial_id
 
         lease.reclaim(study)
         with lease.hold(trial_id(shared.storage, study, trial)):

@@ -1,7 +1,7 @@
 """Scale-out: `electra-bench worker` processes, on one host or many, share one suite or one search study.
 
 No home-made scheduler (DESIGN.md, Scale-out): the queue is an Optuna study (`units:<suite>`) in an Optuna storage,
-claimed and leased as claims.py describes. Storage: a journal file (one host), by default
+claimed and leased as leases.py describes. Storage: a journal file (one host), by default
 `work/<suite>/optuna.journal`, or an RDB URL (PostgreSQL) for many hosts; SQLite is refused.
 - Order: pre-trainings are enqueued first; a fine-tune is claimable once its pre-training's trial is COMPLETE (or
   its record was in the local records file when the worker started). A worker with nothing claimable waits while
@@ -31,7 +31,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from . import results as results_mod
-from .claims import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
+from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
 from .config import ConfigError
 from .runner import _log_cell_summary, _run_unit, _suite_lock, cell_run_of, render, suite_run_of
 from .suite import Plan, Unit, failure_reason, needs_pretraining, read_records_safe, upstream_of

@@ -269,7 +269,7 @@ def test_concurrent_trackers_share_one_experiment(servers):
 
 @pytest.fixture
 def queue(tmp_path):
-    from electra_bench.claims import LeaseTimes, Queue, open_storage
+    from electra_bench.leases import LeaseTimes, Queue, open_storage
 
     storage, lease = open_storage(str(tmp_path / "q.journal"), tmp_path, LeaseTimes(heartbeat_s=1, grace_s=1))
     return Queue(storage, lease, "units:test")
