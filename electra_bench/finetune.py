@@ -246,9 +246,7 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
         test_preds = predict(model, encode(spec, test_ds, tokenizer, s.max_seq_length), spec, s)
         write_predictions(spec, test_ds, test_preds, s.predictions_dir / f"{spec.name}-seed{s.seed}.tsv")
     if s.robustness is not None:  # the same model on corrupted input (issue #9)
-        robust = robust_eval(model, spec, dev_ds, dev, tokenizer, s, data_root, metrics[spec.headline])
-        log(robust, total)
-        metrics.update(robust)
+        metrics.update(robust_eval(model, spec, dev_ds, dev, tokenizer, s, data_root, metrics[spec.headline]))
     flags = ["degenerate"] if degenerate(spec, preds) else []
     return {"metrics": metrics, "headline": metrics[spec.headline], "flags": flags, "curve": curve,
             "n_train": len(train.input_ids), "n_dev": len(dev.input_ids), "steps": total,

@@ -213,7 +213,7 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
                                                        encoder_source(plan, cell), run.log_metrics, preds_dir,
                                                        robust))
-                run.log_metrics({"final/" + k: v for k, v in out["metrics"].items()}, out["steps"])
+                run.log_metrics(final_metrics(out["metrics"]), out["steps"])
             from .metrics import METRICS
 
             record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": out["flags"],
@@ -236,6 +236,12 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
         return False
 
 
+def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A fine-tune's end metrics as MLflow shows them: `final/<metric>`, and the robustness metrics under their own
+    names (`robust/<kind>/<rate>/<metric>`, `robust_drop/...`: already namespaced, logged once)."""
+    return {(k if k.startswith("robust") else "final/" + k): v for k, v in metrics.items()}
+
+
 def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> None:
     """Take a unit another suite already ran (same run key): its record, re-labelled for this suite and cell;
     its numbers, code version and wall time stay those of the run that made them."""
@@ -244,8 +250,8 @@ def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> No
               "shared_from": shared.get("shared_from", shared["suite"])}
     tags = {"suite": plan.suite.config.name, "shared_from": record["shared_from"]}
     with tracker.run(unit_name(unit), unit.key, unit.kind, cell_run, tags) as run:
-        run.log_metrics({("final/" if unit.kind == "finetune" else "") + k: v
-                         for k, v in record["metrics"].items()}, record.get("steps") or 0)
+        metrics = final_metrics(record["metrics"]) if unit.kind == "finetune" else record["metrics"]
+        run.log_metrics(metrics, record.get("steps") or 0)
     write(record)
     unit.status = "done"
     _log(f"   shared: finished earlier in suite {record['shared_from']} (same run key), record adopted")
