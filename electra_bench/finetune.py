@@ -53,7 +53,9 @@ class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
     labels: list  # int / float per example, or per-token lists (-100 = not scored) for tagging
-    word_starts: list[list[int]] = field(default_factory=list)  # tagging: token index of each word's first piece
+    # tagging: per word (in word order), the token index of its first piece, or -1 for a word with no piece (one
+    # that tokenizes to nothing, e.g. a lone U+FE0F, or that truncation cut off); read by word id, never by counting
+    word_starts: list[list[int]] = field(default_factory=list)
     n_words: list[int] = field(default_factory=list)
 
 
@@ -66,21 +68,29 @@ def encode(spec: TaskSpec, ds, tokenizer, max_len: int) -> Encoded:
         enc = tokenizer(list(ds["tokens"]), is_split_into_words=True, truncation=True, max_length=max_len)
         labels, starts, n_words = [], [], []
         for i, tags in enumerate(list(ds["tags"])):
-            word_ids, prev, lab, st = enc.word_ids(i), None, [], []
-            for t, w in enumerate(word_ids):
-                first = w is not None and w != prev
-                lab.append(tags[w] if first else -100)
-                if first:
-                    st.append(t)
-                prev = w
+            first = word_first_pieces(enc.word_ids(i), len(tags))
+            lab = [-100] * len(enc["input_ids"][i])
+            for w, t in enumerate(first):
+                if t >= 0:
+                    lab[t] = tags[w]
             labels.append(lab)
-            starts.append(st)
+            starts.append(first)
             n_words.append(len(tags))
         types = [[0] * len(x) for x in enc["input_ids"]]
         return Encoded(enc["input_ids"], types, labels, starts, n_words)
     texts = [list(ds["text_a"])] + ([list(ds["text_b"])] if "text_b" in ds.column_names else [])
     enc = tokenizer(*texts, truncation=True, max_length=max_len)
     return Encoded(enc["input_ids"], enc["token_type_ids"], list(ds["label"]))
+
+
+def word_first_pieces(word_ids: list[int | None], n_words: int) -> list[int]:
+    """Per word, the token index of its first piece (-1: none), from the tokenizer's word ids. Counting first
+    pieces in order instead shifts every later word of a sentence after one that yields no piece (issue 18)."""
+    first = [-1] * n_words
+    for t, w in enumerate(word_ids):
+        if w is not None and first[w] < 0:
+            first[w] = t
+    return first
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
@@ -130,10 +140,10 @@ def predict(model, data: Encoded, spec: TaskSpec, s: FinetuneSettings) -> list:
         with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
             logits = model(ids, mask, types).float()
         for j, i in enumerate(rows):
-            if tagging:  # first piece of each word; words cut off by truncation are predicted "O" (id of "O")
-                word_preds = logits[j].argmax(-1)[data.word_starts[i]].tolist()
+            if tagging:  # each word by its first piece; a word with none (empty or truncated) is predicted "O"
+                best = logits[j].argmax(-1).tolist()
                 o_id = spec.labels.index("O") if "O" in spec.labels else 0
-                preds[i] = word_preds + [o_id] * (data.n_words[i] - len(word_preds))
+                preds[i] = [best[t] if t >= 0 else o_id for t in data.word_starts[i]]
             else:
                 preds[i] = float(logits[j, 0]) if regression else int(logits[j].argmax())
     model.train()
