@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
               "electra-bench table suites/quickstart.yaml")
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
                         description="list the suites under a folder with their progress (units done / total)",
-                        epilog="example:\n  electra-bench ls suites/paper", formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog="example:\n  electra-bench ls suites/paper",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("folder", nargs="?", default="suites")
     ls.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
     cl = sub.add_parser("claims", help="the claims of several suites and their verdicts, as one markdown table",
@@ -146,11 +147,9 @@ def _plan(suite, args):
 
 def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
-    from .corpus import source_files
-    from .tasks import TASKS
-
     from .config import ConfigError
-    from .tasks import DataError
+    from .corpus import source_files
+    from .tasks import TASKS, DataError
 
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
@@ -208,7 +207,8 @@ def cmd_plan(suite, args) -> int:
                                                                         else ""))
     for u in plan.units:
         if u.status == "failed":
-            console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {'' if u.seed is None else u.seed}: {u.reason}")
+            seed = "" if u.seed is None else u.seed
+            console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {seed}: {u.reason}")
     if speed:
         console.print(f"time estimates: train FLOPs / the FLOP/s of earlier pre-training records under "
                       f"{suite.config.results_dir}/ on this kind of machine (includes corpus preparation)")
@@ -359,8 +359,8 @@ def _report_study(suite, plan, study) -> int:
 def cmd_worker(suite, args) -> int:
     import json
 
-    from .leases import LeaseTimes
     from .config import load_suite
+    from .leases import LeaseTimes
 
     if args.tracking_uri:  # a suite-level field: it changes no run key
         suite = load_suite(args.suite, [*args.overrides, f"tracking.uri={json.dumps(args.tracking_uri)}"], args.scale)

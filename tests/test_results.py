@@ -7,8 +7,18 @@ import math
 import numpy as np
 import pytest
 
-from electra_bench.results import (RecordError, TornRecordWarning, aggregate, append_record, bootstrap_ci,
-                                   bootstrap_diff_ci, evaluate_claims, glue_score, pretrain_summary, read_records)
+from electra_bench.results import (
+    RecordError,
+    TornRecordWarning,
+    aggregate,
+    append_record,
+    bootstrap_ci,
+    bootstrap_diff_ci,
+    evaluate_claims,
+    glue_score,
+    pretrain_summary,
+    read_records,
+)
 
 _counter = iter(range(10**6))
 
