@@ -181,12 +181,13 @@ def cmd_plan(suite, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .suite import pretrain_seed_of
     from .units import flops_per_step, planned_steps
 
     plan = _plan(suite, args)
     speed = _measured_flops_per_s(Path(suite.config.results_dir))
     table = Table(title=f"{suite.config.name}: {len(plan.units)} units")
-    for col in ("status", "unit", "cell", "task", "seed", "key", "train FLOPs", "est. time"):
+    for col in ("status", "unit", "cell", "pretrain seed", "task", "seed", "key", "train FLOPs", "est. time"):
         table.add_column(col)
     vocab = 30522
     if suite.cells and suite.cells[0].config.tokenizer.train_vocab_size:
@@ -198,7 +199,9 @@ def cmd_plan(suite, args) -> int:
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
             eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
-        table.add_row(u.status, u.kind, u.cell.label, u.task or "", "" if u.seed is None else str(u.seed),
+        pseed = pretrain_seed_of(u.cell)
+        table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
+                      "" if u.seed is None else str(u.seed),
                       u.key[:12], fl, eta)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
@@ -207,8 +210,8 @@ def cmd_plan(suite, args) -> int:
                                                                         else ""))
     for u in plan.units:
         if u.status == "failed":
-            seed = "" if u.seed is None else u.seed
-            console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {seed}: {u.reason}")
+            console.print(f"failed: {u.kind} {u.cell.run_label} {u.task or ''} {'' if u.seed is None else u.seed}: "
+                          f"{u.reason}")
     if speed:
         console.print(f"time estimates: train FLOPs / the FLOP/s of earlier pre-training records under "
                       f"{suite.config.results_dir}/ on this kind of machine (includes corpus preparation)")

@@ -162,8 +162,8 @@ class CellTaskStats:
     task: str
     metric: str  # the headline metric name, e.g. "accuracy"
     higher_is_better: bool
-    seeds: tuple[int, ...]  # seeds of the kept runs, ascending
-    values: tuple[float, ...]  # headline values of the kept runs, in seed order
+    seeds: tuple[int, ...]  # fine-tuning seeds of the kept runs, ascending within each pretraining seed
+    values: tuple[float, ...]  # headline values of the kept runs, in (pretraining seed, seed) order
     median: float
     mean: float
     sd: float  # sample sd (ddof=1); NaN for n < 2
@@ -172,10 +172,16 @@ class CellTaskStats:
     n_degenerate: int  # runs flagged "degenerate" (predicted one class), excluded from the above
     n_diverged: int  # runs flagged "diverged" or with a non-finite headline, excluded from the above
     n_superseded: int  # older records of the same (cell, task, seed) replaced by a later one
+    pretrain_seeds: tuple[int | None, ...] = ()  # pretraining seed of each kept run (None: no pre-training/legacy)
 
     @property
     def n(self) -> int:
         return len(self.values)
+
+    @property
+    def n_pretrain(self) -> int:
+        """Distinct pretraining seeds among the kept runs (1 for a cell without pre-training)."""
+        return len(set(self.pretrain_seeds)) if self.values else 0
 
 
 def _resampled_stat(values: Sequence[float], stat: Callable, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -236,18 +242,30 @@ def bootstrap_diff_ci(values_a: Sequence[float], values_b: Sequence[float], stat
     return bootstrap_group_diff_ci([values_a], [values_b], stat, **kw)
 
 
-def _latest_per_seed(records: list[dict]) -> tuple[list[dict], int]:
-    """Keep one record per seed: the latest `finished_at` (file order breaks ties). Returns (kept, n_dropped).
+def pretrain_seed(record: dict) -> int | None:
+    """A record's pretraining seed; None for a cell that does not pre-train, and for records written before the
+    field existed (read as the cell's one pretraining seed)."""
+    return record.get("pretrain_seed")
 
-    Different run_keys for the same cell/task/seed arise when code or data versions change and the suite is
+
+def _seed_order(key: tuple[int | None, int]) -> tuple:
+    return (-1 if key[0] is None else key[0], key[1])
+
+
+def _latest_per_seed(records: list[dict]) -> tuple[list[dict], int]:
+    """Keep one record per (pretraining seed, fine-tuning seed): the latest `finished_at` (file order breaks ties).
+    Returns (kept, n_dropped), kept in (pretraining seed, seed) order.
+
+    Different run_keys for the same cell/task/seeds arise when code or data versions change and the suite is
     re-run; counting both would inflate n, so the newer wins and the count of replaced ones is reported.
     """
-    best: dict[int, tuple[str, int, dict]] = {}
+    best: dict[tuple, tuple[str, int, dict]] = {}
     for i, r in enumerate(records):
         key = (str(r.get("finished_at") or ""), i, r)
-        if r["seed"] not in best or key[:2] > best[r["seed"]][:2]:
-            best[r["seed"]] = key
-    kept = [best[s][2] for s in sorted(best)]
+        seeds = (pretrain_seed(r), r["seed"])
+        if seeds not in best or key[:2] > best[seeds][:2]:
+            best[seeds] = key
+    kept = [best[s][2] for s in sorted(best, key=_seed_order)]
     return kept, len(records) - len(kept)
 
 
@@ -267,6 +285,7 @@ def _cell_task_stats(cell: str, task: str, records: list[dict], n_resamples: int
     return CellTaskStats(
         cell=cell, task=task, metric=metrics.pop(), higher_is_better=directions.pop(),
         seeds=tuple(r["seed"] for r in good), values=tuple(float(x) for x in v),
+        pretrain_seeds=tuple(pretrain_seed(r) for r in good),
         median=float(np.median(v)) if len(v) else math.nan, mean=float(v.mean()) if len(v) else math.nan,
         sd=float(v.std(ddof=1)) if len(v) > 1 else math.nan, ci_low=lo, ci_high=hi,
         n_degenerate=kind.count(DEGENERATE), n_diverged=kind.count(DIVERGED), n_superseded=n_superseded)

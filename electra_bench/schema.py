@@ -15,6 +15,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _distinct(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError("pretrain_seeds must be a non-empty list without repeats")
+    return seeds
+
+
 class ModelConfig(Strict):
     """Discriminator (and MLM baseline) encoder. The generator is derived from it (sizes.generator_dims)."""
 
@@ -147,6 +153,14 @@ class RunConfig(Strict):
 class CellSpec(Strict):
     label: str | None = None  # row name in tables ("ELECTRA", "random init")
     set: dict[str, Any] = {}  # dotted path -> value, applied on top of `base`
+    # This row's pretraining seeds, overriding the suite's `pretrain_seeds` (e.g. Table 1's partly trained
+    # checkpoints of one pre-training beside fully seeded ELECTRA / BERT rows). None: the suite's.
+    pretrain_seeds: list[int] | None = None
+
+    @field_validator("pretrain_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _distinct(v)
 
 
 class TrackingConfig(Strict):
@@ -254,6 +268,10 @@ class SuiteConfig(Strict):
     zip_axes: bool = False  # True: zip the axes (equal lengths) instead of the cartesian product
     tasks: list[str] = []
     seeds: list[int] = [0, 1, 2]  # fine-tuning seeds per task (paper: median of 10, §3.1)
+    # Pretraining seeds of every pre-trained cell, crossed with `seeds`: a claim about a pretraining method is a
+    # claim over pretraining runs (MultiBERTs, Sellam et al. ICLR 2022; the paper's own 14 re-pretrainings spread
+    # 0.57 GLUE, electra-reference). Each sets `pretrain.seed`. None: each cell's one `pretrain.seed` (keys as before).
+    pretrain_seeds: list[int] | None = None
     custom_tasks: list[dict[str, Any]] = []  # new GLUE-TSV / CoNLL tasks by configuration (tasks/base.py)
     table: TableConfig = TableConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -266,6 +284,11 @@ class SuiteConfig(Strict):
         if ".." in v.split("/") or v.startswith("/"):
             raise ValueError("name must not contain '..' or start with '/' (it names folders)")
         return v
+
+    @field_validator("pretrain_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _distinct(v)
 
     @field_validator("axes")
     @classmethod

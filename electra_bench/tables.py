@@ -77,6 +77,7 @@ class Entry:
     sd: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
     n: int | None = None  # kept runs; None for values that are not over fine-tuning seeds
+    n_pretrain: int = 1  # distinct pretraining seeds among the kept runs
     n_degenerate: int = 0
     n_diverged: int = 0
     best: bool = False
@@ -153,7 +154,7 @@ def build_table(records: Sequence[dict], spec: Mapping) -> Table:
         for task in spec["columns"]:
             if (s := by.get((cell, task))) is not None:
                 table.entries[(name, task)] = Entry(s.median if s.n else None, s.sd, (s.ci_low, s.ci_high), s.n,
-                                                    s.n_degenerate, s.n_diverged)
+                                                    s.n_pretrain, s.n_degenerate, s.n_diverged)
         if GLUE in columns and cell in glue:
             groups = [by[(cell, t)].values for t in glue_tasks] if glue[cell].value is not None else []
             table.entries[(name, GLUE)] = Entry(glue[cell].value, ci=bootstrap_group_ci(groups))
@@ -216,7 +217,8 @@ def _fmt_entry(e: Entry | None, column: str, spec: dict, bold: tuple[str, str]) 
         return value + ci
     spread = ci if spec["spread"] == "ci" else f" ± {e.sd:.{d}f}" if _ok(e.sd) else ""
     flags = f"; {_flag_text(e)}" if e.n_degenerate or e.n_diverged else ""
-    return f"{value}{spread} ({e.n}{flags})"
+    runs = f"{e.n} over {e.n_pretrain} pre-trainings" if e.n_pretrain > 1 else f"{e.n}"
+    return f"{value}{spread} ({runs}{flags})"
 
 
 def _flag_text(e: Entry) -> str:

@@ -191,12 +191,13 @@ def _setup(queue: Queue, plan: Plan, tracker) -> dict:
     missing = _missing(queue, plan)
     cell_runs: dict[str, str | None] = {}
     with suite_run_of(plan, tracker) as suite_run:
-        for cell in plan.suite.cells:
+        for cell in plan.cells:
             if any(u.cell is cell and u.status != "done" for u in plan.units):
                 with cell_run_of(plan, tracker, cell, suite_run) as cell_run:
-                    cell_runs[cell.label] = cell_run.id
+                    cell_runs[cell.run_label] = cell_run.id
     for u in sorted(missing, key=lambda u: u.kind != "pretrain"):  # stable: plan order within each kind
-        queue.enqueue(u.kind, u.key, cell=u.cell.label, task=u.task, seed=u.seed, cell_run=cell_runs[u.cell.label])
+        queue.enqueue(u.kind, u.key, cell=u.cell.label, task=u.task, seed=u.seed, pretrain_seed=u.cell.pretrain_seed,
+                      cell_run=cell_runs[u.cell.run_label])
     queue.enqueue("finalize", f"finalize:{name}", suite_run=suite_run.id, cell_runs=cell_runs)
     log(f"   setup: {len(missing)} units queued")
     return {"suite_run": suite_run.id, "cell_runs": cell_runs, "queued": len(missing)}
@@ -205,8 +206,8 @@ def _setup(queue: Queue, plan: Plan, tracker) -> dict:
 def _finalize(trial, queue: Queue, plan: Plan, tracker) -> dict:
     """Collect every finished unit's record, log the cells' seed medians, render the tables (once per session)."""
     added = collect(plan, queue)
-    for cell in plan.suite.cells:
-        run_id = trial.user_attrs.get("cell_runs", {}).get(cell.label)
+    for cell in plan.cells:
+        run_id = trial.user_attrs.get("cell_runs", {}).get(cell.run_label)
         if run_id:
             _log_cell_summary(plan, cell, tracker.handle(run_id))
     suite_run = tracker.handle(trial.user_attrs.get("suite_run"))

@@ -59,6 +59,16 @@ def test_aggregate_median_mean_sd_ci_by_hand():
     assert aggregate(cell_runs("a", "sst2", [3.0, 1.0, 5.0, 2.0, 4.0]))[0].ci_low == s.ci_low  # seeded
 
 
+def test_aggregate_keeps_every_pretraining_seed_and_reads_records_without_one_as_one_seed():
+    runs = cell_runs("a", "sst2", [1.0, 2.0]) + [rec("a", "sst2", s, v, pretrain_seed=1)
+                                                 for s, v in enumerate([5.0, 6.0])]
+    (s,) = aggregate(runs)
+    assert s.n == 4 and s.n_pretrain == 2 and s.pretrain_seeds == (None, None, 1, 1) and s.n_superseded == 0
+    assert s.values == (1.0, 2.0, 5.0, 6.0) and s.seeds == (0, 1, 0, 1)
+    (legacy,) = aggregate(cell_runs("a", "sst2", [1.0, 2.0]))
+    assert legacy.n_pretrain == 1
+
+
 def test_aggregate_single_run_has_no_sd_and_point_ci():
     (s,) = aggregate(cell_runs("a", "rte", [60.0]))
     assert s.median == 60.0 and math.isnan(s.sd) and (s.ci_low, s.ci_high) == (60.0, 60.0)
