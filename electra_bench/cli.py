@@ -149,7 +149,7 @@ def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
     from .config import ConfigError
     from .corpus import source_files
-    from .tasks import TASKS, DataError
+    from .tasks import DataError
 
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
@@ -166,7 +166,7 @@ def cmd_validate(suite, args) -> int:
                 raise ConfigError(f"vocab file {vocab} not found", file, line, "base.tokenizer.vocab")
     custom = [d.get("name") for d in suite.config.custom_tasks]
     for k, task in enumerate(suite.config.tasks):
-        spec = TASKS.get(task)
+        spec = suite.tasks[task]
         for split in ("train", *spec.dev_splits[:1]):
             path = spec.file_path(split, plan.data_root)
             if not path.is_file() and spec.hub is None:

@@ -16,12 +16,14 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from electra_bench.claims import BEST_KEYS, PAIR_KEYS, CellInfo, select_cells
+from electra_bench.metrics import higher_is_better
 from electra_bench.registry import did_you_mean
 
 UNITS = ("pretrain", "finetune")
@@ -308,8 +310,6 @@ def metric_view(records: Iterable[dict], metric: str, task: str | None = None) -
     """The records with `metrics[metric]` as the headline of every fine-tuning record that has it (of `task` only,
     when given), so that `aggregate`, claims and plots treat a recorded robustness metric (robustness.py) as they
     treat the headline: medians over seeds, flagged runs left out. Pretraining records pass unchanged."""
-    from electra_bench.robustness import higher_is_better
-
     out = []
     for r in records:
         if r["unit"] != "finetune":
@@ -341,19 +341,6 @@ def glue_score(stats: Iterable[CellTaskStats], tasks: Sequence[str]) -> dict[str
         value = None if missing or not tasks else float(np.mean([m[t] for t in tasks]))
         out[cell] = GlueScore(value, tuple(tasks), missing)
     return out
-
-
-@dataclass(frozen=True)
-class CellInfo:
-    """What names a cell in tables: its label when the suite gives one, else the cell string."""
-
-    cell: str
-    label: str | None
-    axes: Mapping[str, object]
-
-    @property
-    def name(self) -> str:
-        return self.label or self.cell or "default"
 
 
 def cell_infos(records: Iterable[dict]) -> dict[str, CellInfo]:
@@ -393,7 +380,6 @@ def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
 
 VERDICTS = ("reproduced", "contradicted", "inconclusive")
 MIN_RUNS = 3  # fewer kept seeds per task give a near-zero-width bootstrap CI, i.e. false certainty
-_PAIR_KEYS, _BEST_KEYS = {"name", "better", "worse", "metric"}, {"name", "best_among", "expected", "metric"}
 
 
 @dataclass(frozen=True)
@@ -409,15 +395,6 @@ class Verdict:
     ci_low: float
     ci_high: float
     note: str = ""
-
-
-def select_cells(infos: Mapping[str, CellInfo], selector: str | Mapping) -> list[str]:
-    """Cells matched by a selector: a label or cell string, or a dict of axis values that must all match."""
-    if isinstance(selector, str):
-        return [c for c, i in infos.items() if selector in (i.label, i.cell)]
-    if isinstance(selector, Mapping):
-        return [c for c, i in infos.items() if all(k in i.axes and i.axes[k] == v for k, v in selector.items())]
-    raise TypeError(f"a selector is a label string or an axis dict, not {selector!r}")
 
 
 class _Scores:
@@ -513,11 +490,11 @@ def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks:
     out = []
     for claim in claims:
         keys = set(claim) - {"task"}
-        best_form = keys in (_BEST_KEYS, _BEST_KEYS - {"metric"})
-        form = _pairwise if keys == _PAIR_KEYS else _best_among if best_form else None
+        best_form = keys in (BEST_KEYS, BEST_KEYS - {"metric"})
+        form = _pairwise if keys == PAIR_KEYS else _best_among if best_form else None
         if form is None:
             raise ValueError(f"claim {claim.get('name', claim)!r}: keys {sorted(keys)} are neither "
-                             f"{sorted(_PAIR_KEYS)} nor {sorted(_BEST_KEYS)} (either with an optional 'task')")
+                             f"{sorted(PAIR_KEYS)} nor {sorted(BEST_KEYS)} (either with an optional 'task')")
         metric = claim.get("metric", "glue")
         if "task" in claim:  # a recorded metric of one task, judged as its headline would be
             view = metric_view(records, metric, claim["task"])

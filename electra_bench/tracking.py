@@ -21,23 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError
+from .suite import code_version
+
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
 
 
 def mask_credentials(url: str) -> str:
     """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
     return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", url)
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 class NullRun:
@@ -124,8 +116,6 @@ class MlflowTracker:
         warnings.filterwarnings("ignore", module="sqlalchemy")
         from mlflow.tracking import MlflowClient
 
-        from .suite import code_version
-
         self.uri = uri
         self.code_version = code_version()
         self.client = MlflowClient(tracking_uri=uri)
@@ -201,8 +191,6 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
         with _store_lock(work_dir, uri.startswith("sqlite")):
             return MlflowTracker(uri, experiment, artifacts)
     except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked
-        from .config import ConfigError
-
         raise ConfigError(f"cannot open the MLflow tracking store {mask_credentials(uri)}: "
                           f"{type(exc).__name__}: {mask_credentials(str(exc).splitlines()[0])[:300]}", None, None,
                           "tracking.uri") from None

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .claims import GLUE
 from .config import load_suite
 from .results import read_records
-from .runner import table_spec
-from .suite import Plan
-from .tables import GLUE, build_table
+from .tables import build_table
 
 HEADER = ["suite", "claim", "metric", "paper", "ours: better − worse [95% CI]", "verdict"]
 
@@ -22,8 +21,7 @@ def claim_rows(suite_files: list[Path], repo: Path) -> list[list[str]]:
             continue
         folder = repo / suite.config.results_dir / suite.config.name
         records = read_records(folder / "records.jsonl") if (folder / "records.jsonl").exists() else []
-        spec = table_spec(Plan(suite, repo))
-        verdicts = build_table(records, spec).verdicts if records else []
+        verdicts = build_table(records, suite.table_spec).verdicts if records else []
         link = f"[{suite.config.name}]({Path(suite.config.results_dir) / suite.config.name / 'table.md'})"
         ref = suite.config.table.reference
         for claim, v in zip(suite.config.table.claims, verdicts or [None] * len(suite.config.table.claims)):
