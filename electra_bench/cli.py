@@ -2,6 +2,9 @@
 
 User errors (a bad suite, override, data file or argument) print one line naming file, line and field, and exit
 with status 2 without running or writing anything. A suite whose units partly failed exits with status 1.
+
+Every command imports what it runs inside its own function (deferred), so each loads only what it uses: `validate`
+and a fully cached `run` never load torch (tests/test_layers.py exempts this module from marking each such import).
 """
 from __future__ import annotations
 

@@ -195,7 +195,8 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
 
 def _raise_validation(err: ValidationError, source: Source, model: type[BaseModel], prefix: tuple = (),
                       at: tuple | None = None) -> None:
-    first = err.errors()[0]
+    # an unknown key first: it is usually the typo behind a 'Field required' beside it (`axs` for `axis`)
+    first = next((e for e in err.errors() if e["type"] == "extra_forbidden"), err.errors()[0])
     loc = tuple(first["loc"])
     dotted = ".".join(str(p) for p in (*prefix, *loc) if not str(p).startswith("function-"))
     if at is not None and at[0] in ("axes", "cells"):
