@@ -15,7 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .claims import BEST_KEYS, PAIR_KEYS, CellInfo, TableSpec, select_cells, table_spec
+from .claims import TableError, TableSpec, check_table, table_spec
 from .registry import did_you_mean
 from .robustness import RobustnessError, check_robustness
 from .schema import RunConfig, SuiteConfig
@@ -397,95 +397,9 @@ def _check_tasks(cfg: SuiteConfig, source: Source) -> dict[str, TaskSpec]:
     return {name: custom[name] if name in custom else TASKS.get(name) for name in cfg.tasks}
 
 
-def _near(name: Any, choices: list[str]) -> str:
-    """did_you_mean, also across case: a reference column 'glue' is the table's 'GLUE' column."""
-    same = [c for c in choices if c.lower() == str(name).lower()]
-    return f" (did you mean '{same[0]}'?)" if same else did_you_mean(str(name), choices)
-
-
-def _unknown_metric(metric: Any, metrics: list[str]) -> str:
-    return f"metric {metric!r} is not one of {', '.join(metrics)}{_near(metric, metrics)}"
-
-
 def _check_table(cfg: SuiteConfig, cells: list[Cell], source: Source, tasks: dict[str, TaskSpec]) -> None:
-    """Reference numbers, plots and claims name rows, columns and metrics exactly as tables.py resolves them when
-    it renders (the same claims.table_spec; a record's cell is its cell's label), so a typo fails here and not
-    after the training."""
-    table, labels = cfg.table, [c.label for c in cells]
-    spec = table_spec(cfg, labels, tasks)
-    shown = spec.shown_columns
-    metrics = [*cfg.tasks, *(["glue"] if spec.glue_tasks else [])]  # what results.evaluate_claims judges
-
-    def fail(msg: str, at: tuple, dotted: str) -> None:
-        raise ConfigError(msg, *source.where(("table", *at)), f"table.{dotted}")
-
-    for row, ref in table.reference.items():
-        if row not in labels:
-            fail(f"row '{row}' is not a cell label{_near(row, labels)}; cells: {', '.join(labels)}",
-                 ("reference", row), f"reference[{row!r}]")
-        for col in ref:
-            if col not in shown:
-                fail(f"'{col}' is not a column of the table{_near(col, shown)}; columns: {', '.join(shown)}",
-                     ("reference", row, col), f"reference[{row!r}].{col}")
-    for i, plot in enumerate(table.plots):
-        if plot.metric not in metrics:
-            fail(_unknown_metric(plot.metric, metrics), ("plots", i, "metric"), f"plots[{i}].metric")
-    infos = {c.label: CellInfo(c.label, c.label, c.axes) for c in cells}
-    for i, claim in enumerate(table.claims):
-        for at, sel, one in _claim_selectors(claim, metrics, fail, i, cfg):
-            if problem := _selector_problem(sel, infos, cfg.axes, one):
-                fail(problem, ("claims", i, *at), f"claims[{i}].{at[0]}" + (f"[{at[1]}]" if len(at) > 1 else ""))
-
-
-def _claim_selectors(claim: dict, metrics: list[str], fail, i: int, cfg: SuiteConfig) -> list[tuple[tuple, Any, bool]]:
-    """Check a claim's keys and metric as results.evaluate_claims reads them; return its cell selectors as
-    (where in the claim, selector, whether it must pick exactly one cell). With `task:`, the metric is one the
-    fine-tunes of that task record (the robustness metrics, robustness.py), judged as the headline would be."""
-    if "task" in claim:
-        claim = dict(claim)
-        task = claim.pop("task")
-        if task not in cfg.tasks:
-            fail(f"task '{task}' is not one of the suite's tasks{_near(str(task), list(cfg.tasks))}",
-                 ("claims", i, "task"), f"claims[{i}].task")
-        if cfg.robustness is None or not str(claim.get("metric", "")).startswith("robust"):
-            fail("a claim with `task:` names a recorded robustness metric (robust_auc/<kind>, robust_drop/<kind>/"
-                 "<rate>, robust_rel_drop/all, ...) of a suite with a `robustness:` section",
-                 ("claims", i, "metric"), f"claims[{i}].metric")
-        metrics = [*metrics, claim.get("metric")]
-    keys, known = set(claim), sorted(PAIR_KEYS | BEST_KEYS | {"task"})
-    for key in sorted(keys - set(known), key=str):
-        fail(f"unknown key '{key}'{_near(key, known)}", ("claims", i, key), f"claims[{i}].{key}")
-    pairwise = keys == PAIR_KEYS
-    if not pairwise and keys not in (BEST_KEYS, BEST_KEYS - {"metric"}):
-        fail(f"a claim has the keys {sorted(PAIR_KEYS)} or {sorted(BEST_KEYS)} (metric optional), not "
-             f"{sorted(keys, key=str)}", ("claims", i), f"claims[{i}]")
-    metric = claim.get("metric", "glue")
-    if metric not in metrics:
-        fail(_unknown_metric(metric, metrics), ("claims", i, "metric"), f"claims[{i}].metric")
-    if pairwise:
-        return [((side,), claim[side], True) for side in ("better", "worse")]
-    for side in ("best_among", "expected"):
-        if not isinstance(claim[side], list) or not claim[side]:
-            fail("a list of cell selectors (labels or {axis: value})", ("claims", i, side), f"claims[{i}].{side}")
-    return [((side, j), sel, False) for side in ("best_among", "expected") for j, sel in enumerate(claim[side])]
-
-
-def _selector_problem(sel: Any, infos: dict, axes: dict[str, list], one: bool) -> str | None:
-    """Why a cell selector (a cell label, or {axis path: value}) does not pick exactly one cell (`one`) or at least
-    one, as claims.select_cells will pick from the records; None when it does."""
-    labels = list(infos)
-    if isinstance(sel, dict):
-        for k, v in sel.items():
-            if k not in axes:
-                return f"'{k}' is not an axis of the suite{_near(k, list(axes))}; axes: {', '.join(axes) or 'none'}"
-            if v not in axes[k]:
-                return f"axis {k} has no value {v!r}; values: {', '.join(map(str, axes[k]))}"
-    elif not isinstance(sel, str):
-        return f"a cell selector is a cell label or {{axis: value}}, not {sel!r}"
-    found = select_cells(infos, sel)
-    if not found:
-        return f"'{sel}' is not a cell label{_near(sel, labels)}; cells: {', '.join(labels)}" \
-            if isinstance(sel, str) else f"{sel} matches no cell"
-    if one and len(found) > 1:
-        return f"{sel} matches {len(found)} cells ({', '.join(found)}); a pairwise claim compares two"
-    return None
+    """The `table:` section names rows, columns, metrics and cells the suite has (claims.check_table)."""
+    try:
+        check_table(cfg, cells, tasks)
+    except TableError as e:
+        raise ConfigError(str(e), *source.where(e.at), e.field) from None
