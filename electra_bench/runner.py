@@ -12,8 +12,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir,
-                    store_record, stored_record, timed, upstream_of)
+from .suite import (
+    Plan,
+    Unit,
+    base_record,
+    cell_digest,
+    encoder_source,
+    failure_reason,
+    pretrain_dir,
+    store_record,
+    stored_record,
+    timed,
+    upstream_of,
+)
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 
@@ -148,7 +159,8 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bo
     write = commit or (lambda record: results_mod.append_record(plan.records_path, record))
     name = unit_name(unit)
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "failed", "blocked")}
-    progress = f"[{counts['done']}/{len(plan.units)} done" + (f", {counts['failed']} failed" if counts["failed"] else "") \
+    progress = f"[{counts['done']}/{len(plan.units)} done" \
+        + (f", {counts['failed']} failed" if counts["failed"] else "") \
         + (f", {counts['blocked']} blocked" if counts["blocked"] else "") + "]"
     _log(f"-> {progress} {name}")
     with _unit_lock(plan, unit):  # two suites sharing a pre-training: the second waits, then adopts it

@@ -37,8 +37,16 @@ import numpy as np
 
 from electra_bench import robustness_tables
 from electra_bench.registry import did_you_mean
-from electra_bench.results import (CellInfo, Verdict, aggregate, bootstrap_group_ci, cell_infos, glue_score,
-                                   pretrain_summary, select_cells)
+from electra_bench.results import (
+    CellInfo,
+    Verdict,
+    aggregate,
+    bootstrap_group_ci,
+    cell_infos,
+    glue_score,
+    pretrain_summary,
+    select_cells,
+)
 
 GLUE = "GLUE"
 SPEC_KEYS = ("title", "columns", "glue_tasks", "rows", "extra", "spread", "digits", "reference",

@@ -17,9 +17,10 @@ import json
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
 

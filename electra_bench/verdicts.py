@@ -29,9 +29,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .config import load_suite
-from .results import (_BEST_KEYS, _PAIR_KEYS, Verdict, aggregate, cell_infos, metric_view, pretrain_seed, read_records,
-                      select_cells)
 from .registry import did_you_mean
+from .results import (
+    _BEST_KEYS,
+    _PAIR_KEYS,
+    Verdict,
+    aggregate,
+    cell_infos,
+    metric_view,
+    pretrain_seed,
+    read_records,
+    select_cells,
+)
 from .stats import Difference, Grid, estimate, grid, multi_bootstrap
 from .suite import Plan
 from .tables import GLUE, resolve_spec

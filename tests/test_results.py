@@ -7,8 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from electra_bench.results import (RecordError, TornRecordWarning, aggregate, append_record, bootstrap_ci, glue_score,
-                                   pretrain_summary, read_records)
+from electra_bench.results import (
+    RecordError,
+    TornRecordWarning,
+    aggregate,
+    append_record,
+    bootstrap_ci,
+    glue_score,
+    pretrain_summary,
+    read_records,
+)
 from electra_bench.verdicts import evaluate_claims
 
 _counter = iter(range(10**6))
@@ -51,7 +59,8 @@ def test_aggregate_median_mean_sd_ci_by_hand():
 
 
 def test_aggregate_keeps_every_pretraining_seed_and_reads_records_without_one_as_one_seed():
-    runs = cell_runs("a", "sst2", [1.0, 2.0]) + [rec("a", "sst2", s, v, pretrain_seed=1) for s, v in enumerate([5.0, 6.0])]
+    runs = cell_runs("a", "sst2", [1.0, 2.0]) + [rec("a", "sst2", s, v, pretrain_seed=1)
+                                                 for s, v in enumerate([5.0, 6.0])]
     (s,) = aggregate(runs)
     assert s.n == 4 and s.n_pretrain == 2 and s.pretrain_seeds == (None, None, 1, 1) and s.n_superseded == 0
     assert s.values == (1.0, 2.0, 5.0, 6.0) and s.seeds == (0, 1, 0, 1)

@@ -75,9 +75,9 @@ def test_table_content_degenerate_counts_best_and_reference():
 def test_csv_is_long_format_with_full_precision():
     lines = render_csv(build_table(records(), SPEC)).splitlines()
     assert lines[0] == "row,column,value,sd,ci_low,ci_high,n,n_degenerate,n_diverged,best,reference"
-    row = next(l for l in lines if l.startswith(f"{G}=0.5,sst2,"))
+    row = next(x for x in lines if x.startswith(f"{G}=0.5,sst2,"))
     assert row.split(",")[2] == "88.2" and row.split(",")[6] == "5" and row.split(",")[9] == "1"
-    assert any(l.startswith("BERT,GLUE,") and l.endswith(",60.0") for l in lines)
+    assert any(x.startswith("BERT,GLUE,") and x.endswith(",60.0") for x in lines)
 
 
 def test_lower_is_better_marks_the_minimum_and_ci_spread():
