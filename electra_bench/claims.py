@@ -23,7 +23,7 @@ GLUE = "GLUE"  # the table's GLUE-score column; claims and plots name it "glue"
 PAIR_KEYS, BEST_KEYS = frozenset({"name", "better", "worse", "metric"}), frozenset({"name", "best_among", "expected",
                                                                                     "metric"})
 # Keys of a table spec given as a mapping (scripts, tests): the schema's table knobs plus what a suite derives.
-SPEC_KEYS = (*TableConfig.model_fields, "glue_tasks", "rows")
+SPEC_KEYS = (*TableConfig.model_fields, "glue_tasks", "rows", "controls")
 UNTITLED = "Results"  # the heading of a table built from a mapping without a title (no suite to name it)
 
 
@@ -66,7 +66,8 @@ def show_glue(glue: Sequence[str], reference: Mapping) -> bool:
 @dataclass(frozen=True)
 class TableSpec:
     """What a table shows, resolved: `columns` None means every task in the records (`resolved` fills it in),
-    `glue_tasks` None means the columns; `rows` None orders every cell by its axes."""
+    `glue_tasks` None means the columns; `rows` None orders every cell by its axes; `controls`: selectors of the
+    random-init cells that verdicts.py checks claims against (their regime)."""
 
     title: str
     columns: tuple[str, ...] | None
@@ -79,6 +80,7 @@ class TableSpec:
     reference_name: str
     claims: tuple[Mapping[str, Any], ...] = ()
     plots: tuple[PlotConfig, ...] = field(default=())
+    controls: tuple[Any, ...] = ()
 
     def resolved(self, records: Iterable[dict]) -> TableSpec:
         """Columns and GLUE tasks filled in: the records' tasks, sorted, where the spec leaves them open."""
@@ -100,8 +102,9 @@ class TableSpec:
         given = {k: v for k, v in spec.items() if v is not None}
         cfg = TableConfig.model_validate({k: v for k, v in given.items() if k in TableConfig.model_fields})
         rows, glue = given.get("rows"), given.get("glue_tasks")
-        return _from_config(cfg, cfg.title or UNTITLED, None if rows is None else tuple(rows),
+        spec = _from_config(cfg, cfg.title or UNTITLED, None if rows is None else tuple(rows),
                             None if glue is None else tuple(glue))
+        return replace(spec, controls=tuple(given.get("controls", ())))
 
 
 def _from_config(cfg: TableConfig, title: str, rows: tuple | None, glue: tuple[str, ...] | None) -> TableSpec:
@@ -109,13 +112,15 @@ def _from_config(cfg: TableConfig, title: str, rows: tuple | None, glue: tuple[s
                      cfg.spread, cfg.digits, cfg.reference, cfg.reference_name, tuple(cfg.claims), tuple(cfg.plots))
 
 
-def table_spec(cfg: SuiteConfig, labels: Sequence[str], tasks: Mapping[str, TaskSpec]) -> TableSpec:
+def table_spec(cfg: SuiteConfig, cells: Sequence, tasks: Mapping[str, TaskSpec]) -> TableSpec:
     """The suite's table: its columns (default: every task), the GLUE tasks among them (TaskSpec.glue), rows in the
-    order of the suite's cells (`labels`). `tasks`: the suite's resolved task specs by name (config.Suite.tasks)."""
+    order of the suite's cells, its random-init cells as the verdicts' controls. `cells`: the loader's config.Cell
+    objects (label, config); `tasks`: the suite's resolved task specs by name (config.Suite.tasks)."""
     columns = tuple(cfg.table.columns or cfg.tasks)
     title = cfg.table.title if cfg.table.title is not None else f"{cfg.name}: {cfg.description}".strip(": ")
-    spec = _from_config(cfg.table, title, tuple(labels), tuple(glue_tasks(tasks[c] for c in columns)))
-    return replace(spec, columns=columns)
+    spec = _from_config(cfg.table, title, tuple(c.label for c in cells), tuple(glue_tasks(tasks[c] for c in columns)))
+    controls = tuple(c.label for c in cells if c.config.finetune.init == "random")
+    return replace(spec, columns=columns, controls=controls)
 
 
 # ------------------------------------------------------------------------------------ load-time checks
@@ -135,7 +140,7 @@ def check_table(cfg: SuiteConfig, cells: Sequence, tasks: Mapping[str, TaskSpec]
     it renders (the same table_spec; a record's cell is its cell's label), so a typo fails at load time (config.py)
     and not after the training. `cells`: the loader's config.Cell objects (label, axes). Raises TableError."""
     table, labels = cfg.table, [c.label for c in cells]
-    spec = table_spec(cfg, labels, tasks)
+    spec = table_spec(cfg, cells, tasks)
     shown = spec.shown_columns
     metrics = [*cfg.tasks, *(["glue"] if spec.glue_tasks else [])]  # what results.evaluate_claims judges
 

@@ -242,7 +242,7 @@ class Suite:
     @property
     def table_spec(self) -> TableSpec:
         """The suite's table (claims.table_spec): what `validate` checked, `run`/`table` render, `claims` judges."""
-        return table_spec(self.config, [c.label for c in self.cells], self.tasks)
+        return table_spec(self.config, self.cells, self.tasks)
 
 
 def cell_name(axes: dict[str, Any]) -> str:
@@ -261,7 +261,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
     base = cfg.base.model_dump()
     cells = []
     for ci, spec in enumerate(cfg.cells):
-        for combo in combos:
+        for combo in combos if spec.crossed else [()]:
             data, axes = base, {}
             for path_str, value in (*spec.set.items(), *zip(names, combo)):
                 path = tuple(path_str.split("."))

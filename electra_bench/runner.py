@@ -31,6 +31,7 @@ from .suite import (
 )
 from .tables import render_all
 from .tracking import environment_info, make_tracker
+from .verdicts import judge
 
 FAILURES = "failures.jsonl"  # work/<suite>/failures.jsonl: failed units and why (plan shows them)
 
@@ -39,7 +40,8 @@ def render(plan: Plan) -> list[Path]:
     records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
     if not records:
         return []
-    return render_all(records, plan.suite.table_spec, plan.records_path.parent)
+    spec = plan.suite.table_spec
+    return render_all(records, spec, plan.records_path.parent, judge(records, spec))
 
 
 def resolved_config(plan: Plan) -> str:

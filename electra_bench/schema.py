@@ -170,6 +170,7 @@ class CellSpec(Strict):
     # This row's pretraining seeds, overriding the suite's `pretrain_seeds` (e.g. Table 1's partly trained
     # checkpoints of one pre-training beside fully seeded ELECTRA / BERT rows). None: the suite's.
     pretrain_seeds: list[int] | None = None
+    crossed: bool = True  # False: one row, not crossed with the suite's axes (a control, e.g. random init)
 
     @field_validator("pretrain_seeds")
     @classmethod
@@ -201,7 +202,7 @@ class TableConfig(Strict):
     digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
     reference_name: str = "paper"  # the word in the "<column> (paper)" headers of those numbers
-    claims: list[dict[str, Any]] = []  # verdicts, rules in results.evaluate_claims (keys: claims.py)
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys in claims.py
     plots: list[PlotConfig] = []
 
 

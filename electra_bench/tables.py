@@ -18,7 +18,9 @@ The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.f
   extra           [names] from the pretrain records: "train_flops", "params" or an RTD metric ("disc_recall", ...)
   spread, digits  "sd" or "ci" after the median; decimals of metric values
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (<reference_name>)" column
-  claims          [claims] judged by `results.evaluate_claims` (rules in its docstring) into the verdicts section
+  claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;
+                  the caller passes the judged Verdicts to `build_table` / `render_all`, which only print them
+  controls        [selectors] of the suite's random-init cells, the regime check of those verdicts
   plots           [schema.PlotConfig]: axis (dotted path | "train_flops" | "params"), metric (task | "glue"), file,
                   logx
 """
@@ -42,7 +44,6 @@ from electra_bench.results import (
     aggregate,
     bootstrap_group_ci,
     cell_infos,
-    evaluate_claims,
     glue_score,
     pretrain_summary,
 )
@@ -133,8 +134,9 @@ def _ok(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def build_table(records: Sequence[dict], spec: TableSpec | Mapping) -> Table:
-    """Aggregate records once into a Table following `spec` (see the module docstring for its keys)."""
+def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Sequence[Verdict] = ()) -> Table:
+    """Aggregate records once into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
+    claims judged by verdicts.judge, printed as they are."""
     spec = as_spec(spec, records)
     infos, stats, pre = cell_infos(records), aggregate(records), pretrain_summary(records)
     by = {(s.cell, s.task): s for s in stats}
@@ -173,7 +175,7 @@ def build_table(records: Sequence[dict], spec: TableSpec | Mapping) -> Table:
     if GLUE in columns:
         _mark_best(table, GLUE, True, spec.digits)
     table.notes = _notes(records, stats, spec, columns)
-    table.verdicts = evaluate_claims(records, spec.claims, glue_tasks) if spec.claims else []
+    table.verdicts = list(verdicts)
     table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec.columns)
     table.figures = [figure(infos, by, pre, p, glue_tasks) for p in spec.plots]
     return table
@@ -258,11 +260,13 @@ def render_markdown(table: Table) -> str:
 
 
 def render_verdict(v: Verdict) -> str:
-    """One markdown list item: claim, verdict, and the improvement of the better over the worse cell with CI."""
+    """One markdown list item: claim, verdict, the improvement of the better over the worse cell (difference of
+    means) with its Multi-Bootstrap 95% interval, and the design's minimum detectable effect."""
     if not _ok(v.diff):
-        return f"- **{v.name}** ({v.metric}): {v.verdict} — {v.note}"
-    text = (f"- **{v.name}** ({v.metric}): {v.verdict} — {v.better} vs {v.worse}: "
-            f"{v.diff:+.2f} [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]")
+        return f"- **{v.name}** ({v.metric}): {v.label} — {v.note}"
+    ci = f" [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]" if _ok(v.ci_low) else ""
+    mde = f"; MDE {'≥ ' if v.mde_floor else ''}{v.mde:.2f}" if _ok(v.mde) else ""
+    text = f"- **{v.name}** ({v.metric}): {v.label} — {v.better} vs {v.worse}: {v.diff:+.2f}{ci}{mde}"
     return text + (f" ({v.note})" if v.note else "")
 
 
@@ -389,11 +393,12 @@ def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, ou
     return draw_plot(figure(cell_infos(records), stats, pretrain_summary(records), plot, glue_tasks or []), out_png)
 
 
-def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str | Path) -> list[Path]:
-    """Write table.md (with verdicts), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
+def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str | Path,
+               verdicts: Sequence[Verdict] = ()) -> list[Path]:
+    """Write table.md (with `verdicts`), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(records, spec)
+    table = build_table(records, spec, verdicts)
     paths = []
     for name, text in (("table.md", render_markdown(table)), ("table.tex", render_latex(table)),
                        ("table.csv", render_csv(table))):

@@ -11,6 +11,7 @@ import pytest
 from electra_bench.config import load_suite
 from electra_bench.results import read_records
 from electra_bench.tables import render_all
+from electra_bench.verdicts import judge
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = sorted(p.parent for p in (REPO / "results").rglob("records.jsonl") if (p.parent / "table.md").exists())
@@ -24,7 +25,8 @@ def test_committed_table_matches_its_records(folder, tmp_path):
     assert suite_file.exists(), f"no suite file for {folder}"
     suite = load_suite(suite_file)
     records = read_records(folder / "records.jsonl")
-    render_all(records, suite.table_spec, tmp_path)
+    spec = suite.table_spec
+    render_all(records, spec, tmp_path, judge(records, spec))
     for name in ("table.md", "table.tex", "table.csv"):
         if (folder / name).exists():
             assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
