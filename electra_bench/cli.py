@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
               "electra-bench table suites/quickstart.yaml")
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
                         description="list the suites under a folder with their progress (units done / total)",
-                        epilog="example:\n  electra-bench ls suites/paper", formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog="example:\n  electra-bench ls suites/paper",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("folder", nargs="?", default="suites")
     ls.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
     cl = sub.add_parser("claims", help="the claims of several suites and their verdicts, as one markdown table",
@@ -146,11 +147,9 @@ def _plan(suite, args):
 
 def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
-    from .corpus import source_files
-    from .tasks import TASKS
-
     from .config import ConfigError
-    from .tasks import DataError
+    from .corpus import source_files
+    from .tasks import TASKS, DataError
 
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
@@ -363,8 +362,8 @@ def _report_study(suite, plan, study) -> int:
 def cmd_worker(suite, args) -> int:
     import json
 
-    from .leases import LeaseTimes
     from .config import load_suite
+    from .leases import LeaseTimes
 
     if args.tracking_uri:  # a suite-level field: it changes no run key
         suite = load_suite(args.suite, [*args.overrides, f"tracking.uri={json.dumps(args.tracking_uri)}"], args.scale)

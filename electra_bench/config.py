@@ -236,7 +236,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
     base = cfg.base.model_dump()
     cells = []
     for ci, spec in enumerate(cfg.cells):
-        for combo in combos:
+        for combo in combos if spec.crossed else [()]:
             data, axes = base, {}
             for path_str, value in (*spec.set.items(), *zip(names, combo)):
                 path = tuple(path_str.split("."))
@@ -257,7 +257,8 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
             if spec.label and axes:
                 label = f"{spec.label} ({cell_name(axes)})"
             seeds = spec.pretrain_seeds if spec.pretrain_seeds is not None else cfg.pretrain_seeds
-            cells.append(Cell(label=label, axes=axes, config=run, pretrain_seeds=None if seeds is None else tuple(seeds)))
+            cells.append(Cell(label=label, axes=axes, config=run,
+                              pretrain_seeds=None if seeds is None else tuple(seeds)))
     labels = [c.label for c in cells]
     dup = next((lbl for lbl in labels if labels.count(lbl) > 1), None)
     if dup:

@@ -12,8 +12,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir,
-                    store_record, stored_record, timed, upstream_of)
+from .suite import (
+    Plan,
+    Unit,
+    base_record,
+    cell_digest,
+    encoder_source,
+    failure_reason,
+    pretrain_dir,
+    store_record,
+    stored_record,
+    timed,
+    upstream_of,
+)
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 
@@ -26,17 +37,20 @@ def table_spec(plan: Plan) -> dict:
     glue = [t for t in columns if TASKS.get(t).format == "glue_tsv"]
     spec = {"title": f"{cfg.name}: {cfg.description}".strip(": "), "columns": columns, "glue_tasks": glue,
             "extra": cfg.table.extra, "reference": cfg.table.reference, "claims": cfg.table.claims,
-            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells]}
+            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells],
+            "controls": [c.label for c in plan.suite.cells if c.config.finetune.init == "random"]}
     return {k: v for k, v in spec.items() if v}
 
 
 def render(plan: Plan) -> list[Path]:
     from .tables import render_all
+    from .verdicts import judge
 
     records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
     if not records:
         return []
-    return render_all(records, table_spec(plan), plan.records_path.parent)
+    spec = table_spec(plan)
+    return render_all(records, spec, plan.records_path.parent, judge(records, spec))
 
 
 def resolved_config(plan: Plan) -> str:
@@ -145,7 +159,8 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bo
     write = commit or (lambda record: results_mod.append_record(plan.records_path, record))
     name = unit_name(unit)
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "failed", "blocked")}
-    progress = f"[{counts['done']}/{len(plan.units)} done" + (f", {counts['failed']} failed" if counts["failed"] else "") \
+    progress = f"[{counts['done']}/{len(plan.units)} done" \
+        + (f", {counts['failed']} failed" if counts["failed"] else "") \
         + (f", {counts['blocked']} blocked" if counts["blocked"] else "") + "]"
     _log(f"-> {progress} {name}")
     with _unit_lock(plan, unit):  # two suites sharing a pre-training: the second waits, then adopts it

@@ -159,6 +159,7 @@ class CellSpec(Strict):
     # This row's pretraining seeds, overriding the suite's `pretrain_seeds` (e.g. Table 1's partly trained
     # checkpoints of one pre-training beside fully seeded ELECTRA / BERT rows). None: the suite's.
     pretrain_seeds: list[int] | None = None
+    crossed: bool = True  # False: one row, not crossed with the suite's axes (a control, e.g. random init)
 
     @field_validator("pretrain_seeds")
     @classmethod
@@ -175,7 +176,7 @@ class TableConfig(Strict):
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
     extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
-    claims: list[dict[str, Any]] = []  # verdicts, see tables.py
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys listed in tables.py
     plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
 
 

@@ -173,10 +173,11 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
                  log=lambda m, s: None, predictions_dir: Path | None = None, robustness=None) -> dict:
     """Fine-tune one (task, seed) from `encoder_source` (a save_pretrained dir or hub id; None = random init);
     `robustness` (robustness.RobustSettings): also score perturbed dev sets."""
+    from transformers import AutoTokenizer
+
     from .build import electra_config
     from .finetune import finetune
     from .model.heads import EncoderWithHead, load_encoder
-    from transformers import AutoTokenizer
 
     if encoder_source is None:
         tokenizer, _ = get_tokenizer(run, env)

@@ -31,12 +31,11 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from . import results as results_mod
-from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
 from .config import ConfigError
+from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
 from .runner import _log_cell_summary, _run_unit, _suite_lock, cell_run_of, render, suite_run_of
 from .suite import Plan, Unit, failure_reason, needs_pretraining, read_records_safe, upstream_of
 from .tracking import make_tracker, mask_credentials
-
 
 # --------------------------------------------------------------------------------------------- the worker loop
 

@@ -9,8 +9,8 @@ import typing
 
 import pytest
 import torch
-
 from conftest import tiny_model_config
+
 from electra_bench.build import build_objective
 from electra_bench.model.objectives import Batch
 from electra_bench.optim import make_optimizer
@@ -68,9 +68,10 @@ def test_bf16_training_step_on_cuda_learns(objective):
 
 
 def test_suite_runs_on_cuda_with_bf16(tmp_path):
+    from test_suite_e2e import SUITE, make_data_root
+
     from electra_bench import cli
     from electra_bench.results import read_records
-    from test_suite_e2e import SUITE, make_data_root
 
     make_data_root(tmp_path / "data")
     suite = tmp_path / "gpu.yaml"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model_config
+
 from electra_bench import corpus
 from electra_bench.model.objectives import PretrainOutput
 from electra_bench.pretrain import NonFiniteLoss, RTDMeter, batch_rows, checkpoint_dir

@@ -42,7 +42,7 @@ def make_data_root(root: Path, seed: int = 0) -> Path:
         lines = ["-DOCSTART- -X- -X- O", ""]
         for _ in range(n):
             name, typ = rng.choice(NAMES)
-            lines += [f"{name} NNP B-NP B-{typ}", "saw VBD B-VP O", f"the DT B-NP O", "film NN I-NP O", ""]
+            lines += [f"{name} NNP B-NP B-{typ}", "saw VBD B-VP O", "the DT B-NP O", "film NN I-NP O", ""]
         (conll / f"{split}.txt").write_text("\n".join(lines))
     texts = (root / "corpus" / "tiny" / "a.txt").read_text().split("\n") + [n for n, _ in NAMES] + ["saw"]
     train_wordpiece(iter(texts), 120, root / "vocab")
