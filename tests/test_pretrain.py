@@ -294,14 +294,20 @@ def test_no_host_reads_between_logging_steps(vocab_file, env, tmp_path, monkeypa
     from electra_bench.model.algorithms import Algorithm
 
     current, reads = [None], {}  # the step being run (0-based) -> callers that read a tensor during it
-    for name in HOST_READS:
-        def counted(self, *a, _orig=getattr(torch.Tensor, name), _name=name, **k):
+
+    def counting(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, **k):
             caller = sys._getframe(1).f_code.co_filename
             # torch.optim reads AdamW's step counter, which lives on the host on CUDA too (no device wait)
             if current[0] is not None and f"torch{os.sep}optim" not in caller:
-                reads.setdefault(current[0], []).append(f"{_name} from {caller}")
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counted)
+                reads.setdefault(current[0], []).append(f"{name} from {caller}")
+            return original(self, *a, **k)
+        return counted
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
     on_step = Algorithm.on_step
     monkeypatch.setattr(Algorithm, "on_step", lambda self, step, total: (current.__setitem__(0, step),
                                                                           on_step(self, step, total))[1])
