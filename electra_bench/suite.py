@@ -36,7 +36,8 @@ from .schema import RunConfig
 from .tasks import TaskSpec, default_data_root
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
-NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.device", "finetune.device")
+NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
+                "finetune.device")
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 

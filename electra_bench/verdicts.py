@@ -95,10 +95,13 @@ def _no_data(claim: dict, metric: str, better: str, worse: str, note: str) -> Ve
     return Verdict(claim["name"], "inconclusive", metric, better, worse, math.nan, math.nan, math.nan, note)
 
 
-def _regime(sc: _Cells, cells: tuple[str, str], controls: list[str], n_resamples: int, seed: int) -> str:
-    """Why a comparison of two pre-trained cells is out of regime ("" when one of them beats a control)."""
-    if not controls:
+def _regime(sc: _Cells, cells: tuple[str, str], controls: list[str] | None, n_resamples: int, seed: int) -> str:
+    """Why a comparison of two pre-trained cells is out of regime ("" when one of them beats a control).
+    `controls`: the control cells with enough runs; None when the suite declares none."""
+    if controls is None:
         return "no random-init control"
+    if not controls:
+        return "random-init control not run"
     for cell in cells:
         for ctl in controls:
             if sc.compare(cell, ctl, n_resamples, seed).ci_low > 0:
@@ -106,7 +109,7 @@ def _regime(sc: _Cells, cells: tuple[str, str], controls: list[str], n_resamples
     return "neither beats " + " / ".join(sc.infos[c].name for c in controls)
 
 
-def _judge(claim: dict, sc: _Cells, metric: str, cells: tuple[str, str], decide, controls: list[str],
+def _judge(claim: dict, sc: _Cells, metric: str, cells: tuple[str, str], decide, controls: list[str] | None,
            n_resamples: int, seed: int, note: str = "") -> Verdict:
     """The verdict on `cells[0]` being better than `cells[1]`; `decide(Difference)` gives the decisive wording."""
     d = sc.compare(*cells, n_resamples, seed)
@@ -125,7 +128,8 @@ def _judge(claim: dict, sc: _Cells, metric: str, cells: tuple[str, str], decide,
     return Verdict(verdict=decide(d), note=note, **fields)
 
 
-def _pairwise(claim: dict, sc: _Cells, metric: str, controls: list[str], n_resamples: int, seed: int) -> Verdict:
+def _pairwise(claim: dict, sc: _Cells, metric: str, controls: list[str] | None, n_resamples: int,
+              seed: int) -> Verdict:
     ends = []
     for side in ("better", "worse"):
         cells = select_cells(sc.infos, claim[side])
@@ -144,7 +148,8 @@ def _pairwise(claim: dict, sc: _Cells, metric: str, controls: list[str], n_resam
     return _judge(claim, sc, metric, (ends[0], ends[1]), decide, controls, n_resamples, seed)
 
 
-def _best_among(claim: dict, sc: _Cells, metric: str, controls: list[str], n_resamples: int, seed: int) -> Verdict:
+def _best_among(claim: dict, sc: _Cells, metric: str, controls: list[str] | None, n_resamples: int,
+                seed: int) -> Verdict:
     expected = {c for sel in claim["expected"] for c in select_cells(sc.infos, sel)}
     candidates = list(dict.fromkeys(c for sel in [*claim["best_among"], *claim["expected"]]
                                     for c in select_cells(sc.infos, sel)))
@@ -187,7 +192,7 @@ def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks:
             sc, label = _Cells(view, claim["task"], None, min_runs), f"{claim['task']} {metric}"
         else:
             sc, label = _Cells(list(records), metric, glue_tasks, min_runs), metric
-        ctl = sc.set_controls(controls) if controls is not None else []
+        ctl = sc.set_controls(controls) if controls else None
         out.append(form(claim, sc, label, ctl, n_resamples, seed))
     return out
 

@@ -53,6 +53,8 @@ def test_no_pretrained_cell_beats_random_init_is_out_of_regime():
     assert v.label == "out of regime: neither beats random init" and v.ci_low > 0  # the difference itself is clear
     (v,) = evaluate_claims(recs, [claim()])  # the suite has no control
     assert (v.verdict, v.reason) == ("out of regime", "no random-init control")
+    (v,) = evaluate_claims(recs[:-5], [claim()], controls=["random init"])  # declared, without records
+    assert (v.verdict, v.reason) == ("out of regime", "random-init control not run")
     (v,) = evaluate_claims(recs, [claim("random init", "ELECTRA")], controls=["random init"])
     assert v.verdict == "reproduced"  # a claim against the control is not regime-checked: it is the check
 
@@ -72,6 +74,16 @@ def test_records_without_a_pretraining_seed_read_as_one_seed():
             for r in cell("ELECTRA", [80.0]) + cell("BERT", [70.0])]
     (v,) = evaluate_claims(recs + RANDOM, [claim()], controls=["random init"])
     assert v.reason == "too few pretraining seeds" and v.n_pretrain == (1, 1)
+
+
+def test_legacy_seed_zero_beside_new_seeds_is_three_pretraining_seeds_paired():
+    """table1_small after its 3-seed run: seed 0's records predate `pretrain_seed`, seeds 1 and 2 carry it."""
+    recs = cell("ELECTRA", [80.0, 81.0, 79.5]) + cell("BERT", [70.0, 71.0, 69.0]) + RANDOM
+    for r in recs:
+        if r.get("pretrain_seed") == 0:
+            del r["pretrain_seed"]
+    (v,) = evaluate_claims(recs, [claim()], controls=["random init"])
+    assert v.verdict == "reproduced" and v.n_pretrain == (3, 3)
 
 
 def test_a_true_zero_difference_gives_at_most_five_percent_decisive_verdicts():
