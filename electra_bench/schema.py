@@ -87,6 +87,9 @@ class PretrainConfig(Strict):
     budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
     eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0)
+    # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
+    # steps / 20, at most 50. Logging only: not part of the run key.
+    log_every: int | None = Field(None, gt=0)
     checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
