@@ -97,6 +97,19 @@ class PretrainConfig(Strict):
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU options (issue 15); each default is what the loop did before the option existed. Speed-only ones
+    # (fused_adam, compile, sdpa_backend: the same arithmetic, other kernels) are not part of the run key; the
+    # numerics-changing ones (tf32, grad_accumulation) are, and are left out of it at their defaults (suite.py).
+    fused_adam: bool = False  # torch's fused AdamW: one kernel for all tensors; needs adam_bias_correction
+    # torch.compile of the objective's forward ("off" | a torch.compile mode); the best mode is measured by
+    # benchmarks/pretrain_step.py --device cuda
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "off"
+    tf32: bool = True  # CUDA: TF32 matmuls for the fp32 parts (10-bit mantissa, Ampere and later); CPU: no effect
+    # micro-batches per optimiser step (batch_size / grad_accumulation each): batches of 128-1024 in less memory
+    grad_accumulation: int = Field(1, ge=1, le=64)
+    # CUDA, model.attention "sdpa": the one SDPA kernel allowed ("auto": torch's choice; "flash" needs no padding
+    # in the batch, which the pre-training loop knows on the host and then passes no mask)
+    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
 
     @field_validator("checkpoints")
     @classmethod
@@ -122,6 +135,12 @@ class PretrainConfig(Strict):
             raise ValueError("a unigram generator has nothing to train: algorithm must be 'joint'")
         if self.objective == "mlm" and self.algorithm != "joint":
             raise ValueError("objective 'mlm' has no generator: algorithm must be 'joint'")
+        if self.fused_adam and not self.adam_bias_correction:
+            raise ValueError("fused_adam is torch's AdamW, which always corrects bias: the official no-bias-correction "
+                             "variant (adam_bias_correction false) runs unfused")
+        if self.batch_size % self.grad_accumulation:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accumulation "
+                             f"{self.grad_accumulation}")
         return self
 
 

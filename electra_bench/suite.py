@@ -37,7 +37,12 @@ from .tasks import TaskSpec, default_data_root
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
 NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
-                "finetune.device")
+                "finetune.device",
+                # speed-only GPU options (issue 15): other kernels for the same arithmetic, like `device`
+                "pretrain.fused_adam", "pretrain.compile", "pretrain.sdpa_backend")
+# Semantic fields added after results were keyed: left out of the key at these values (what the code did before
+# they existed), so finished units keep their keys; any other value changes it.
+KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1}
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 
@@ -51,6 +56,10 @@ def _semantic(run: RunConfig, sections: tuple[str, ...]) -> dict:
         sec, key = path.split(".")
         if sec in data:
             data[sec].pop(key, None)
+    for path, before in KEYED_UNLESS_DEFAULT.items():
+        sec, key = path.split(".")
+        if sec in data and data[sec].get(key) == before:
+            data[sec].pop(key)
     return data
 
 
