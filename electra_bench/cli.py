@@ -2,6 +2,9 @@
 
 User errors (a bad suite, override, data file or argument) print one line naming file, line and field, and exit
 with status 2 without running or writing anything. A suite whose units partly failed exits with status 1.
+
+Every command imports what it runs inside its own function (deferred), so each loads only what it uses: `validate`
+and a fully cached `run` never load torch (tests/test_layers.py exempts this module from marking each such import).
 """
 from __future__ import annotations
 
@@ -70,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
               "electra-bench table suites/quickstart.yaml")
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
                         description="list the suites under a folder with their progress (units done / total)",
-                        epilog="example:\n  electra-bench ls suites/paper", formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog="example:\n  electra-bench ls suites/paper",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("folder", nargs="?", default="suites")
     ls.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
     cl = sub.add_parser("claims", help="the claims of several suites and their verdicts, as one markdown table",
@@ -146,10 +150,8 @@ def _plan(suite, args):
 
 def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
-    from .corpus import source_files
-    from .tasks import TASKS
-
     from .config import ConfigError
+    from .corpus import source_files
     from .tasks import DataError
 
     for cell in suite.cells:
@@ -167,7 +169,7 @@ def cmd_validate(suite, args) -> int:
                 raise ConfigError(f"vocab file {vocab} not found", file, line, "base.tokenizer.vocab")
     custom = [d.get("name") for d in suite.config.custom_tasks]
     for k, task in enumerate(suite.config.tasks):
-        spec = TASKS.get(task)
+        spec = suite.tasks[task]
         for split in ("train", *spec.dev_splits[:1]):
             path = spec.file_path(split, plan.data_root)
             if not path.is_file() and spec.hub is None:
@@ -182,12 +184,13 @@ def cmd_plan(suite, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .suite import pretrain_seed_of
     from .units import flops_per_step, planned_steps
 
     plan = _plan(suite, args)
     speed = _measured_flops_per_s(Path(suite.config.results_dir))
     table = Table(title=f"{suite.config.name}: {len(plan.units)} units")
-    for col in ("status", "unit", "cell", "task", "seed", "key", "train FLOPs", "est. time"):
+    for col in ("status", "unit", "cell", "pretrain seed", "task", "seed", "key", "train FLOPs", "est. time"):
         table.add_column(col)
     vocab = 30522
     if suite.cells and suite.cells[0].config.tokenizer.train_vocab_size:
@@ -199,7 +202,9 @@ def cmd_plan(suite, args) -> int:
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
             eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
-        table.add_row(u.status, u.kind, u.cell.label, u.task or "", "" if u.seed is None else str(u.seed),
+        pseed = pretrain_seed_of(u.cell)
+        table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
+                      "" if u.seed is None else str(u.seed),
                       u.key[:12], fl, eta)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
@@ -208,7 +213,8 @@ def cmd_plan(suite, args) -> int:
                                                                         else ""))
     for u in plan.units:
         if u.status == "failed":
-            console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {'' if u.seed is None else u.seed}: {u.reason}")
+            console.print(f"failed: {u.kind} {u.cell.run_label} {u.task or ''} {'' if u.seed is None else u.seed}: "
+                          f"{u.reason}")
     if speed:
         console.print(f"time estimates: train FLOPs / the FLOP/s of earlier pre-training records under "
                       f"{suite.config.results_dir}/ on this kind of machine (includes corpus preparation)")
@@ -359,8 +365,8 @@ def _report_study(suite, plan, study) -> int:
 def cmd_worker(suite, args) -> int:
     import json
 
-    from .leases import LeaseTimes
     from .config import load_suite
+    from .leases import LeaseTimes
 
     if args.tracking_uri:  # a suite-level field: it changes no run key
         suite = load_suite(args.suite, [*args.overrides, f"tracking.uri={json.dumps(args.tracking_uri)}"], args.scale)

@@ -10,9 +10,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .perturb import PERTURBATIONS  # the registry is the one list of perturbation kinds
+from .registry import UnknownName
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _distinct(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError("pretrain_seeds must be a non-empty list without repeats")
+    return seeds
 
 
 class ModelConfig(Strict):
@@ -81,10 +90,26 @@ class PretrainConfig(Strict):
     budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
     eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0)
+    # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
+    # steps / 20, at most 50. Logging only: not part of the run key.
+    log_every: int | None = Field(None, gt=0)
     checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU options (issue 15); each default is what the loop did before the option existed. Speed-only ones
+    # (fused_adam, compile, sdpa_backend: the same arithmetic, other kernels) are not part of the run key; the
+    # numerics-changing ones (tf32, grad_accumulation) are, and are left out of it at their defaults (suite.py).
+    fused_adam: bool = False  # torch's fused AdamW: one kernel for all tensors; needs adam_bias_correction
+    # torch.compile of the objective's forward ("off" | a torch.compile mode); the best mode is measured by
+    # benchmarks/pretrain_step.py --device cuda
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "off"
+    tf32: bool = True  # CUDA: TF32 matmuls for the fp32 parts (10-bit mantissa, Ampere and later); CPU: no effect
+    # micro-batches per optimiser step (batch_size / grad_accumulation each): batches of 128-1024 in less memory
+    grad_accumulation: int = Field(1, ge=1, le=64)
+    # CUDA, model.attention "sdpa": the one SDPA kernel allowed ("auto": torch's choice; "flash" needs no padding
+    # in the batch, which the pre-training loop knows on the host and then passes no mask)
+    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
 
     @field_validator("checkpoints")
     @classmethod
@@ -110,6 +135,12 @@ class PretrainConfig(Strict):
             raise ValueError("a unigram generator has nothing to train: algorithm must be 'joint'")
         if self.objective == "mlm" and self.algorithm != "joint":
             raise ValueError("objective 'mlm' has no generator: algorithm must be 'joint'")
+        if self.fused_adam and not self.adam_bias_correction:
+            raise ValueError("fused_adam is torch's AdamW, which always corrects bias: the official no-bias-correction "
+                             "variant (adam_bias_correction false) runs unfused")
+        if self.batch_size % self.grad_accumulation:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accumulation "
+                             f"{self.grad_accumulation}")
         return self
 
 
@@ -143,10 +174,30 @@ class RunConfig(Strict):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
 
+    @property
+    def needs_pretraining(self) -> bool:
+        """Whether the cell pre-trains its own encoder (fine-tunes from its discriminator, not random or external)."""
+        return self.finetune.init == "pretrained"
+
+    @property
+    def has_generator(self) -> bool:
+        """Whether the cell's pre-training trains a masked-LM generator that could propose substitutions (the
+        `generator` perturbation of a `robustness:` section samples from one)."""
+        return self.needs_pretraining and self.pretrain.objective != "mlm" and self.pretrain.generator_size != "unigram"
+
 
 class CellSpec(Strict):
     label: str | None = None  # row name in tables ("ELECTRA", "random init")
     set: dict[str, Any] = {}  # dotted path -> value, applied on top of `base`
+    # This row's pretraining seeds, overriding the suite's `pretrain_seeds` (e.g. Table 1's partly trained
+    # checkpoints of one pre-training beside fully seeded ELECTRA / BERT rows). None: the suite's.
+    pretrain_seeds: list[int] | None = None
+    crossed: bool = True  # False: one row, not crossed with the suite's axes (a control, e.g. random init)
+
+    @field_validator("pretrain_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _distinct(v)
 
 
 class TrackingConfig(Strict):
@@ -154,12 +205,27 @@ class TrackingConfig(Strict):
     enabled: bool = True
 
 
+class PlotConfig(Strict):
+    """One plot of a suite's table: a task's headline (or the GLUE score) against an axis (Fig. 3 style)."""
+
+    axis: str  # an axis path of the suite (pretrain.generator_size), or "train_flops" / "params" (equal compute)
+    metric: str  # a task of the suite, or "glue"
+    file: str | None = None  # None: "<metric>_vs_<axis>.png"
+    logx: bool | None = None  # None: logarithmic x for train_flops / params (Fig. 1 plots FLOPs on a log scale)
+
+
 class TableConfig(Strict):
+    """How the suite's records become table.md / .tex / .csv and plots (claims.table_spec; tables.py renders)."""
+
+    title: str | None = None  # heading of table.md; None: "<suite name>: <description>"
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
     extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    spread: Literal["sd", "ci"] = "sd"  # after the median: sample sd over seeds, or a bootstrap 95% CI (§3.1 medians)
+    digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
-    claims: list[dict[str, Any]] = []  # verdicts, see tables.py
-    plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
+    reference_name: str = "paper"  # the word in the "<column> (paper)" headers of those numbers
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys in claims.py
+    plots: list[PlotConfig] = []
 
 
 class SearchParam(Strict):
@@ -224,9 +290,6 @@ class RobustnessConfig(Strict):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, v: list[str]) -> list[str]:
-        from .perturb import PERTURBATIONS  # the registry is the one list of kinds
-        from .registry import UnknownName
-
         for kind in v:
             if kind not in PERTURBATIONS:
                 raise ValueError(str(UnknownName("perturbation kind", kind, PERTURBATIONS.names())))
@@ -254,6 +317,10 @@ class SuiteConfig(Strict):
     zip_axes: bool = False  # True: zip the axes (equal lengths) instead of the cartesian product
     tasks: list[str] = []
     seeds: list[int] = [0, 1, 2]  # fine-tuning seeds per task (paper: median of 10, §3.1)
+    # Pretraining seeds of every pre-trained cell, crossed with `seeds`: a claim about a pretraining method is a
+    # claim over pretraining runs (MultiBERTs, Sellam et al. ICLR 2022; the paper's own 14 re-pretrainings spread
+    # 0.57 GLUE, electra-reference). Each sets `pretrain.seed`. None: each cell's one `pretrain.seed` (keys as before).
+    pretrain_seeds: list[int] | None = None
     custom_tasks: list[dict[str, Any]] = []  # new GLUE-TSV / CoNLL tasks by configuration (tasks/base.py)
     table: TableConfig = TableConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -266,6 +333,11 @@ class SuiteConfig(Strict):
         if ".." in v.split("/") or v.startswith("/"):
             raise ValueError("name must not contain '..' or start with '/' (it names folders)")
         return v
+
+    @field_validator("pretrain_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _distinct(v)
 
     @field_validator("axes")
     @classmethod

@@ -31,12 +31,12 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from . import results as results_mod
-from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
 from .config import ConfigError
-from .runner import _log_cell_summary, _run_unit, _suite_lock, cell_run_of, render, suite_run_of
-from .suite import Plan, Unit, failure_reason, needs_pretraining, read_records_safe, upstream_of
+from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
+from .runner import cell_run_of, log_cell_summary, render, run_unit, suite_lock, suite_run_of
+from .search import Shared, run_search
+from .suite import Plan, Unit, failure_reason, read_records_safe, upstream_of
 from .tracking import make_tracker, mask_credentials
-
 
 # --------------------------------------------------------------------------------------------- the worker loop
 
@@ -44,7 +44,7 @@ from .tracking import make_tracker, mask_credentials
 def run_worker(plan: Plan, storage_url: str | None, times: LeaseTimes = LeaseTimes(), poll_s: float = 2.0,
                show_progress: bool = False) -> list[Unit]:
     """Claim and run this suite's units until none is left to run; returns the units failed or blocked."""
-    from .units import Env
+    from .units import Env  # deferred: torch, loaded only when a unit is claimed
 
     cfg = plan.suite.config
     storage, lease = open_storage(storage_url, plan.work_dir, times)
@@ -57,7 +57,7 @@ def run_worker(plan: Plan, storage_url: str | None, times: LeaseTimes = LeaseTim
     log(f"worker {worker_id()}: suite {cfg.name}, queue {QUEUE.format(cfg.name)} in {where}")
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     deps = Deps(plan)
-    with _suite_lock(plan.work_dir / "run.lock", shared=True):
+    with suite_lock(plan.work_dir / "run.lock", shared=True):
         _enqueue_setup(queue, plan)
         _drain(queue, deps, lambda t: _run_trial(t, queue, plan, env, tracker), poll_s)
     collect(plan, queue)
@@ -70,7 +70,7 @@ class Deps:
 
     def __init__(self, plan: Plan):
         self.upstream = {u.key: upstream_of(u.cell.config, plan.data_root)
-                         if u.kind == "finetune" and needs_pretraining(u.cell.config) else None for u in plan.units}
+                         if u.kind == "finetune" and u.cell.config.needs_pretraining else None for u in plan.units}
         self.local = {r["run_key"] for r in read_records_safe(plan.records_path)}
         self._done: tuple[list, set[str]] = ([], set())
 
@@ -177,7 +177,7 @@ def _run_unit_trial(trial, queue: Queue, plan: Plan, env, tracker) -> None:
         queue.finish(trial, TrialState.COMPLETE, record.get("wall_s", 0.0), record=record)
         results_mod.append_record(plan.records_path, record, if_absent=True)
 
-    if not _run_unit(plan, unit, env, tracker, tracker.handle(trial.user_attrs.get("cell_run")), commit):
+    if not run_unit(plan, unit, env, tracker, tracker.handle(trial.user_attrs.get("cell_run")), commit):
         queue.give_up(trial, TrialState.FAIL, error=unit.reason[:5000])
 
 
@@ -192,12 +192,13 @@ def _setup(queue: Queue, plan: Plan, tracker) -> dict:
     missing = _missing(queue, plan)
     cell_runs: dict[str, str | None] = {}
     with suite_run_of(plan, tracker) as suite_run:
-        for cell in plan.suite.cells:
+        for cell in plan.cells:
             if any(u.cell is cell and u.status != "done" for u in plan.units):
                 with cell_run_of(plan, tracker, cell, suite_run) as cell_run:
-                    cell_runs[cell.label] = cell_run.id
+                    cell_runs[cell.run_label] = cell_run.id
     for u in sorted(missing, key=lambda u: u.kind != "pretrain"):  # stable: plan order within each kind
-        queue.enqueue(u.kind, u.key, cell=u.cell.label, task=u.task, seed=u.seed, cell_run=cell_runs[u.cell.label])
+        queue.enqueue(u.kind, u.key, cell=u.cell.label, task=u.task, seed=u.seed, pretrain_seed=u.cell.pretrain_seed,
+                      cell_run=cell_runs[u.cell.run_label])
     queue.enqueue("finalize", f"finalize:{name}", suite_run=suite_run.id, cell_runs=cell_runs)
     log(f"   setup: {len(missing)} units queued")
     return {"suite_run": suite_run.id, "cell_runs": cell_runs, "queued": len(missing)}
@@ -206,10 +207,10 @@ def _setup(queue: Queue, plan: Plan, tracker) -> dict:
 def _finalize(trial, queue: Queue, plan: Plan, tracker) -> dict:
     """Collect every finished unit's record, log the cells' seed medians, render the tables (once per session)."""
     added = collect(plan, queue)
-    for cell in plan.suite.cells:
-        run_id = trial.user_attrs.get("cell_runs", {}).get(cell.label)
+    for cell in plan.cells:
+        run_id = trial.user_attrs.get("cell_runs", {}).get(cell.run_label)
         if run_id:
-            _log_cell_summary(plan, cell, tracker.handle(run_id))
+            log_cell_summary(plan, cell, tracker.handle(run_id))
     suite_run = tracker.handle(trial.user_attrs.get("suite_run"))
     paths = render(plan)
     for path in paths:
@@ -257,8 +258,6 @@ def _unfinished(plan: Plan, queue: Queue, deps: Deps) -> list[Unit]:
 def run_search_worker(plan: Plan, storage_url: str | None, times: LeaseTimes = LeaseTimes(),
                       n_trials: int | None = None, show_progress: bool = False):
     """One worker of the suite's search study: setup (the MLflow study run, once), then Study.optimize."""
-    from .search import Shared, run_search
-
     cfg = plan.suite.config
     storage, lease = open_storage(storage_url or cfg.search.storage, plan.work_dir, times)
     queue = Queue(storage, lease, QUEUE.format(cfg.name))

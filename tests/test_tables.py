@@ -7,6 +7,7 @@ To regenerate after an intended format change: `python tests/test_tables.py` and
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from electra_bench.results import read_records
 from electra_bench.tables import build_table, plot_metric_vs_axis, render_all, render_csv, render_latex, render_markdown
+from electra_bench.tasks import TASKS
+from electra_bench.verdicts import judge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 RECORDS = FIXTURES / "generator_size.jsonl"
@@ -24,6 +27,7 @@ SPEC = {
     "extra": ["train_flops", "params", "disc_recall"],
     # Illustrative reference numbers (not the paper's): one matching row, one row with no records.
     "reference": {f"{G}=0.25": {"GLUE": 67.0, "sst2": 88.0}, "BERT": {"GLUE": 60.0}},
+    "controls": ["random init"],
     "claims": [
         {"name": "small generator beats equal-size", "better": {G: 0.25}, "worse": {G: 1.0}, "metric": "glue"},
         {"name": "pretraining helps RTE", "better": {G: 0.5}, "worse": "random init", "metric": "rte"},
@@ -39,37 +43,43 @@ def records() -> list[dict]:
     return read_records(RECORDS)
 
 
+def judged(recs: list[dict] | None = None, spec: dict = SPEC):
+    recs = records() if recs is None else recs
+    return build_table(recs, spec, judge(recs, spec))
+
+
 def test_markdown_and_latex_match_the_golden_files():
-    table = build_table(records(), SPEC)
+    table = judged()
     assert render_markdown(table) == (FIXTURES / "generator_size.table.md").read_text()
     assert render_latex(table) == (FIXTURES / "generator_size.table.tex").read_text()
 
 
 def test_same_records_in_any_order_give_byte_identical_outputs(tmp_path):
     recs = records()
-    render_all(recs, {**SPEC, "plots": []}, tmp_path / "a")
+    render_all(recs, {**SPEC, "plots": []}, tmp_path / "a", judge(recs, SPEC))
     random.Random(0).shuffle(recs)
-    render_all(recs, {**SPEC, "plots": []}, tmp_path / "b")
+    render_all(recs, {**SPEC, "plots": []}, tmp_path / "b", judge(recs, SPEC))
     for name in ("table.md", "table.tex", "table.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_table_content_degenerate_counts_best_and_reference():
-    md = render_markdown(build_table(records(), SPEC))
+    md = render_markdown(judged())
     assert "| random init | 10.6 ± 1.3 (4; 1 degenerate) |" in md
     assert "60.3 ± 1.2 (4; 1 diverged)" in md
     assert "| **67.7** |" in md  # best GLUE: generator 1/2
     assert "| BERT | – |" in md and "| 60.0 |" in md  # paper-only row kept visible
     assert "GLUE: mean of the task medians over cola, sst2, rte." in md
-    assert "## Verdicts" in md and "reproduced" in md and "inconclusive" in md
+    # one pretraining per cell: the fixture's verdicts are refused (tests/test_verdicts.py has the decisive ones)
+    assert "## Verdicts" in md and md.count("inconclusive: too few pretraining seeds") == 4 and "MDE ≥" in md
 
 
 def test_csv_is_long_format_with_full_precision():
     lines = render_csv(build_table(records(), SPEC)).splitlines()
     assert lines[0] == "row,column,value,sd,ci_low,ci_high,n,n_degenerate,n_diverged,best,reference"
-    row = next(l for l in lines if l.startswith(f"{G}=0.5,sst2,"))
+    row = next(x for x in lines if x.startswith(f"{G}=0.5,sst2,"))
     assert row.split(",")[2] == "88.2" and row.split(",")[6] == "5" and row.split(",")[9] == "1"
-    assert any(l.startswith("BERT,GLUE,") and l.endswith(",60.0") for l in lines)
+    assert any(x.startswith("BERT,GLUE,") and x.endswith(",60.0") for x in lines)
 
 
 def test_lower_is_better_marks_the_minimum_and_ci_spread():
@@ -105,7 +115,7 @@ def test_plot_of_a_task_and_unknown_axis(tmp_path):
 
 
 if __name__ == "__main__":  # regenerate the golden files; review the diff by eye before keeping it
-    t = build_table(records(), SPEC)
+    t = judged()
     (FIXTURES / "generator_size.table.md").write_text(render_markdown(t), newline="\n")
     (FIXTURES / "generator_size.table.tex").write_text(render_latex(t), newline="\n")
 
@@ -124,3 +134,29 @@ def test_robustness_section_and_plot(tmp_path):
     paths = render_all(recs, {"columns": ["sst2", "cola"]}, tmp_path)
     assert paths[-1].name == "robustness.png" and paths[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Robustness" not in render_markdown(build_table(records(), SPEC))  # no robustness records
+
+
+def test_wnli_and_a_custom_tsv_task_are_not_averaged_into_glue(tmp_path):
+    """GLUE membership is TaskSpec.glue (the paper's eight, §3.1), not the file format: WNLI and a custom GLUE-format
+    TSV task listed in a suite get their own columns but stay out of the GLUE score and its claims."""
+    from electra_bench.config import load_suite
+
+    custom = {"name": "my_nli", "kind": "classification", "format": "glue_tsv", "path": "custom/nli",
+              "files": {"dev": "dev.tsv"}, "text_columns": ["a", "b"], "label_column": "y", "labels": ["no", "yes"],
+              "metrics": ["accuracy"], "headline": "accuracy"}
+    (tmp_path / "s.yaml").write_text(json.dumps({
+        "name": "glue_membership", "tasks": ["sst2", "rte", "wnli", "my_nli"], "custom_tasks": [custom],
+        "cells": [{"label": "A"}, {"label": "B"}]}))
+    suite = load_suite(tmp_path / "s.yaml")
+    spec = suite.table_spec
+    assert spec.glue_tasks == ("sst2", "rte") and spec.columns == ("sst2", "rte", "wnli", "my_nli")
+    assert "my_nli" not in TASKS.names()  # the suite's own task: resolved into the suite, never registered
+    values = {"sst2": (80.0, 70.0), "rte": (60.0, 50.0), "wnli": (0.0, 100.0), "my_nli": (0.0, 100.0)}
+    recs = [{"suite": "glue_membership", "unit": "finetune", "run_key": f"{cell}-{task}-{seed}", "cell": cell,
+             "label": cell, "axes": {}, "task": task, "seed": seed, "metrics": {"accuracy": v[i] + seed},
+             "headline_metric": "accuracy", "headline": v[i] + seed, "higher_is_better": True, "flags": [],
+             "code_version": "t"} for task, v in values.items() for i, cell in enumerate("AB") for seed in range(3)]
+    table = build_table(recs, spec)
+    assert table.entries[("A", "GLUE")].value == pytest.approx((81.0 + 61.0) / 2)  # medians of sst2 and rte only
+    assert table.entries[("B", "GLUE")].value == pytest.approx((71.0 + 51.0) / 2)
+    assert "GLUE: mean of the task medians over sst2, rte." in render_markdown(table)
