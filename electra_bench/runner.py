@@ -211,7 +211,7 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
             record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": [],
                       "train_flops": out["train_flops"], "params": out["params"], "steps": out["steps"],
                       "precision": cell.config.pretrain.precision,
-                      "wall_s": wall}
+                      "flops_convention": cell.config.pretrain.flops_convention, "wall_s": wall}
         else:
             spec = TASKS.get(unit.task)
             with tracker.run(name, unit.key, "finetune", cell_run,
