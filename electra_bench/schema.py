@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .perturb import PERTURBATIONS  # the registry is the one list of perturbation kinds
+from .registry import UnknownName
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -179,6 +182,17 @@ class RunConfig(Strict):
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
 
+    @property
+    def needs_pretraining(self) -> bool:
+        """Whether the cell pre-trains its own encoder (fine-tunes from its discriminator, not random or external)."""
+        return self.finetune.init == "pretrained"
+
+    @property
+    def has_generator(self) -> bool:
+        """Whether the cell's pre-training trains a masked-LM generator that could propose substitutions (the
+        `generator` perturbation of a `robustness:` section samples from one)."""
+        return self.needs_pretraining and self.pretrain.objective != "mlm" and self.pretrain.generator_size != "unigram"
+
 
 class CellSpec(Strict):
     label: str | None = None  # row name in tables ("ELECTRA", "random init")
@@ -199,12 +213,27 @@ class TrackingConfig(Strict):
     enabled: bool = True
 
 
+class PlotConfig(Strict):
+    """One plot of a suite's table: a task's headline (or the GLUE score) against an axis (Fig. 3 style)."""
+
+    axis: str  # an axis path of the suite (pretrain.generator_size), or "train_flops" / "params" (equal compute)
+    metric: str  # a task of the suite, or "glue"
+    file: str | None = None  # None: "<metric>_vs_<axis>.png"
+    logx: bool | None = None  # None: logarithmic x for train_flops / params (Fig. 1 plots FLOPs on a log scale)
+
+
 class TableConfig(Strict):
+    """How the suite's records become table.md / .tex / .csv and plots (claims.table_spec; tables.py renders)."""
+
+    title: str | None = None  # heading of table.md; None: "<suite name>: <description>"
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
     extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    spread: Literal["sd", "ci"] = "sd"  # after the median: sample sd over seeds, or a bootstrap 95% CI (§3.1 medians)
+    digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
-    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys listed in tables.py
-    plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
+    reference_name: str = "paper"  # the word in the "<column> (paper)" headers of those numbers
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys in claims.py
+    plots: list[PlotConfig] = []
 
 
 class SearchParam(Strict):
@@ -269,9 +298,6 @@ class RobustnessConfig(Strict):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, v: list[str]) -> list[str]:
-        from .perturb import PERTURBATIONS  # the registry is the one list of kinds
-        from .registry import UnknownName
-
         for kind in v:
             if kind not in PERTURBATIONS:
                 raise ValueError(str(UnknownName("perturbation kind", kind, PERTURBATIONS.names())))

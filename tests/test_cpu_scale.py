@@ -89,11 +89,13 @@ def test_flops_convention_changes_planned_steps_and_key_only_when_not_official()
 
 
 def test_tables_name_the_flops_convention_of_new_records():
+    from electra_bench.claims import TableSpec
     from electra_bench.tables import _notes
 
+    spec = TableSpec("t", None, None, None, (), "sd", 1, {}, "paper")
     rec = {"suite": "s", "code_version": "1", "unit": "pretrain"}
-    assert not any("FLOPs convention" in n for n in _notes([rec], [], {"spread": "sd", "reference": {}}, []))
-    notes = _notes([{**rec, "flops_convention": "compute"}], [], {"spread": "sd", "reference": {}}, [])
+    assert not any("FLOPs convention" in n for n in _notes([rec], [], spec, []))
+    notes = _notes([{**rec, "flops_convention": "compute"}], [], spec, [])
     assert any("compute-faithful" in n for n in notes)
 
 
