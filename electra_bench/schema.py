@@ -88,6 +88,10 @@ class PretrainConfig(Strict):
     batch_size: int = Field(128, gt=0)  # T6 Small: 128
     steps: int = Field(1_000_000, gt=0)  # T6 Small: 1M; ignored when `budget_flops` is set
     budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
+    # How `budget_flops` counts: "official" = GR flops_computation.py (embedding lookups as dense one-hot matmuls,
+    # the paper's Table 1 FLOPs); "compute" = lookups as gathers (what the hardware does: with a small model and
+    # an 8k vocab the dense lookup dominates and gives BERT ~54% more steps than ELECTRA, issue 14 audit)
+    flops_convention: Literal["official", "compute"] = "official"
     eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0)
     # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
@@ -163,6 +167,10 @@ class FinetuneConfig(Strict):
     eval_test: bool = False  # also predict the test split (written in submission format)
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Fine-tuning dropout, its own setting (not model.dropout, the pre-training one): GR's fine-tuning keeps the
+    # BERT config's 0.1 (hidden and attention) whatever pre-training used
+    dropout: float = Field(0.1, ge=0, lt=1)  # GR bert_config hidden_dropout_prob 0.1 (T6)
+    attention_dropout: float = Field(0.1, ge=0, lt=1)  # GR bert_config attention_probs_dropout_prob 0.1
 
 
 class RunConfig(Strict):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_bench import robustness_tables
+from electra_bench import flops, robustness_tables
 from electra_bench.claims import GLUE, CellInfo, TableSpec, select_cells
 from electra_bench.registry import did_you_mean
 from electra_bench.results import (
@@ -194,6 +194,10 @@ def _notes(records: Sequence[dict], stats: list, spec: TableSpec, columns: list[
         notes.append("Runs flagged degenerate (one predicted class) or diverged are excluded and counted in the cell.")
     if superseded := sum(s.n_superseded for s in stats):
         notes.append(f"{superseded} older record(s) of re-run seeds superseded by newer ones.")
+    # records written before the field existed carry none: they name no convention rather than guess one
+    if conventions := sorted({r["flops_convention"] for r in records if r.get("flops_convention")}):
+        named = "; ".join(flops.CONVENTION_NAMES.get(c, c) for c in conventions)
+        notes.append(f"Train FLOPs (and equal-compute budgets) counted under the FLOPs convention: {named}.")
     if spec.reference:
         notes.append(f"'({spec.reference_name})' columns: reference numbers from the table spec, beside ours.")
     return notes
