@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 quickstart: setup
-	$(BIN)/electra-bench run suites/quickstart.yaml
+	$(BIN)/electra-bench run suites/quickstart.yaml --results runs --reference results
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -9,6 +9,7 @@ and a fully cached `run` never load torch (tests/test_layers.py exempts this mod
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +22,10 @@ EPILOG = """examples:
   electra-bench ui suites/quickstart.yaml             # MLflow UI on 127.0.0.1 over the suite's store
   electra-bench worker suites/quickstart.yaml --storage postgresql://host/db --tracking-uri http://host:5000
 """
+
+
+REFERENCE_HELP = ("committed results to show beside yours, read-only: a results root (results) or one suite's "
+                  "folder (results/quickstart); writes reference.md beside your table")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a field by dotted path, e.g. pretrain.disc_weight=10 (repeatable)")
         sp.add_argument("--scale", help="one of the suite's `scales` (default: the first listed), e.g. cpu, paper")
         sp.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
+        sp.add_argument("--results", metavar="DIR", help="results root of your runs: records and tables go to "
+                        "DIR/<suite>/ (default: the suite's results_dir; `make quickstart` uses the git-ignored runs/)")
         return sp
 
     suite_cmd("validate", "check a suite (schema, tasks, data paths) without running anything",
@@ -46,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     r = suite_cmd("run", "run every pending unit; finished units are skipped, interrupted ones resume",
                   "electra-bench run suites/quickstart.yaml")
     r.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    r.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     se = suite_cmd("search", "run or resume the suite's Optuna study (`search:` block); a finished study only reports",
                    "electra-bench search suites/search/rte_lr.yaml --n-trials 20")
     se.add_argument("--n-trials", type=int, help="total trials wanted (default: search.n_trials)")
@@ -69,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                    "units run elsewhere (default 2)")
     w.add_argument("--n-trials", type=int, help="search suites: total trials wanted (default: search.n_trials)")
     w.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
-    suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
-              "electra-bench table suites/quickstart.yaml")
+    t = suite_cmd("table", "re-render tables, plots and verdicts from the suite's records alone",
+                  "electra-bench table suites/quickstart.yaml --results runs --reference results")
+    t.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
                         description="list the suites under a folder with their progress (units done / total)",
                         epilog="example:\n  electra-bench ls suites/paper",
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("ls", "claims"):
             return cmd_ls(args) if args.command == "ls" else cmd_claims(args)
+        if getattr(args, "results", None):  # a suite-level field: it changes no run key
+            args.overrides.append(f"results_dir={json.dumps(args.results)}")
         suite = load_suite(args.suite, args.overrides, args.scale)
         return COMMANDS[args.command](suite, args)
     except (ConfigError, DataError) as e:
@@ -223,7 +234,6 @@ def cmd_plan(suite, args) -> int:
 
 def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
     """Median train_flops / wall_s of the finished pre-training records under results/, per precision."""
-    import json
     from statistics import median
 
     rates: dict[str, list[float]] = {}
@@ -248,11 +258,13 @@ def cmd_run(suite, args) -> int:
     from .runner import run_plan
 
     plan = _plan(suite, args)
+    reference = _load_reference(plan, args.reference)
     bad = run_plan(plan, show_progress=not args.no_progress)
     print(f"\nrecords: {plan.records_path}")
     table = plan.records_path.parent / "table.md"
     if table.exists():
         print(table.read_text())
+    _show_reference(plan, reference)
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
     from .tracking import mask_credentials
 
@@ -272,12 +284,44 @@ def cmd_table(suite, args) -> int:
     from .runner import render
 
     plan = _plan(suite, args)
+    reference = _load_reference(plan, args.reference)
     paths = render(plan)
     if not paths:
         print(f"no records yet in {plan.records_path}", file=sys.stderr)
         return 1
     print((plan.records_path.parent / "table.md").read_text())
+    _show_reference(plan, reference)
     return 0
+
+
+def _load_reference(plan, reference: str | None):
+    """The committed records of `--reference` (path, records), read-only; refused when they are your own results."""
+    if not reference:
+        return None
+    from .compare import reference_records
+    from .config import ConfigError
+
+    path, ref = reference_records(Path(reference), plan.suite.config.name)
+    if path.resolve() == plan.records_path.resolve():
+        raise ConfigError(f"--reference {reference} is your own results ({plan.records_path}); write your runs "
+                          f"elsewhere with --results DIR", "--reference")
+    return path, ref
+
+
+def _show_reference(plan, loaded) -> None:
+    """Your records beside committed ones (`--reference`): printed and written to reference.md beside your table."""
+    if loaded is None:
+        return
+    from .compare import beside_reference
+    from .results import read_records
+
+    path, ref = loaded
+    yours = read_records(plan.records_path) if plan.records_path.exists() else []
+    text = beside_reference(yours, ref, str(plan.records_path.parent), str(path.parent))
+    out = plan.records_path.parent / "reference.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"\nyour runs beside the reference (headline medians over seeds; {out}):\n{text}")
 
 
 def cmd_claims(args) -> int:
@@ -325,7 +369,7 @@ def cmd_compare(suite, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .compare import compare_cells
+    from .compare import compare_cells, disagreements
 
     plan = _plan(suite, args)
     diffs, deltas = compare_cells(plan, args.cells or [c.label for c in suite.cells])
@@ -338,6 +382,14 @@ def cmd_compare(suite, args) -> int:
         t.add_row(path, *[str(values[c]) for c in labels])
     console.print(t)
     console.print(deltas.to_string())
+    rows = disagreements(plan, labels[0], labels[1]) if len(labels) == 2 else []
+    if rows:  # per-example dev predictions beside the records: where the two cells disagree
+        d = Table(title=f"dev examples where {labels[0]} and {labels[1]} disagree (same task and seed)")
+        for col in rows[0]:
+            d.add_column(col)
+        for row in rows:
+            d.add_row(*[str(v) for v in row.values()])
+        console.print(d)
     return 0
 
 
@@ -363,7 +415,6 @@ def _report_study(suite, plan, study) -> int:
 
 
 def cmd_worker(suite, args) -> int:
-    import json
 
     from .config import load_suite
     from .leases import LeaseTimes
