@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -127,11 +128,16 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tens
 
 
 @torch.no_grad()
-def predict(model, data: Encoded, spec: TaskSpec, s: FinetuneSettings) -> list:
+def predict(model, data: Encoded, spec: TaskSpec, s: FinetuneSettings, scores: list | None = None) -> list:
+    """Predictions per example (class id, score, or one tag id per word). `scores`, when given, is filled with the
+    model's confidence per example: class probabilities; for tagging, the probability of each word's predicted tag
+    (None for a word with no piece); None for regression (the prediction is the score)."""
     model.eval()
     tagging, regression = spec.kind == "tagging", spec.kind == "regression"
     lengths = [len(x) for x in data.input_ids]
     preds: list = [None] * len(lengths)
+    if scores is not None:
+        scores[:] = [None] * len(lengths)
     for rows in length_grouped_batches(lengths, s.batch_size * 2, None):
         ids, mask, types, _ = collate(data, rows, tagging, regression, s.device)
         with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
@@ -141,8 +147,13 @@ def predict(model, data: Encoded, spec: TaskSpec, s: FinetuneSettings) -> list:
                 best = logits[j].argmax(-1).tolist()
                 o_id = spec.labels.index("O") if "O" in spec.labels else 0
                 preds[i] = [best[t] if t >= 0 else o_id for t in data.word_starts[i]]
+                if scores is not None:
+                    top = logits[j].softmax(-1).max(-1).values.tolist()
+                    scores[i] = [round(top[t], 4) if t >= 0 else None for t in data.word_starts[i]]
             else:
                 preds[i] = float(logits[j, 0]) if regression else int(logits[j].argmax())
+                if scores is not None and not regression:
+                    scores[i] = [round(p, 4) for p in logits[j].softmax(-1).tolist()]
     model.train()
     return preds
 
@@ -206,7 +217,8 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
     if spec.symmetric and s.double_unordered:
         train_ds = both_orders(train_ds)
     dev_split, *other_dev = spec.dev_splits  # the first is the headline (MNLI: matched)
-    dev_ds = subsample(load_split(spec, dev_split, data_root), s.dev_examples, 0)
+    dev_full = load_split(spec, dev_split, data_root)
+    dev_ds = subsample(dev_full, s.dev_examples, 0)
     train, dev = encode(spec, train_ds, tokenizer, s.max_seq_length), encode(spec, dev_ds, tokenizer, s.max_seq_length)
     dev_gold = gold_of(spec, dev_ds)
     model.to(s.device).train()
@@ -241,8 +253,10 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
                     curve.append({"step": step, **metrics})
                 if step >= total:
                     break
-    preds = predict(model, dev, spec, s)
+    dev_scores: list = []
+    preds = predict(model, dev, spec, s, dev_scores)
     metrics = score(spec, preds, dev_gold)
+    dev_ids = subsample(datasets.Dataset.from_dict({"i": list(range(len(dev_full)))}), s.dev_examples, 0)["i"]
     for split in other_dev:  # e.g. MNLI mismatched: reported as <metric>@<split>
         ds = subsample(load_split(spec, split, data_root), s.dev_examples, 0)
         extra = score(spec, predict(model, encode(spec, ds, tokenizer, s.max_seq_length), spec, s), gold_of(spec, ds))
@@ -256,4 +270,22 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
     flags = ["degenerate"] if degenerate(spec, preds) else []
     return {"metrics": metrics, "headline": metrics[spec.headline], "flags": flags, "curve": curve,
             "n_train": len(train.input_ids), "n_dev": len(dev.input_ids), "steps": total,
-            "params": count_params(model), "wall_s": time.perf_counter() - t0}
+            "params": count_params(model), "wall_s": time.perf_counter() - t0,
+            "dev_predictions": dev_prediction_rows(spec, dev_ids, preds, dev_gold, dev_scores)}
+
+
+def dev_prediction_rows(spec: TaskSpec, ids: list[int], preds: list, gold: list, scores: list) -> list[dict]:
+    """One row per dev example, the format of `predictions/<run_key>.jsonl` (results.PREDICTIONS_FORMAT): `id` (row
+    of the dev split, 0-based, in file order), `gold` and `pred` (label names; tag-name lists; floats), and `probs`
+    (class probabilities in label order) or, for tagging, `score` (probability of each word's predicted tag)."""
+    def name(v):
+        return float(v) if spec.kind == "regression" else spec.labels[v]
+
+    rows = []
+    for i, g, p, sc in zip(ids, gold, preds, scores):
+        if spec.kind == "tagging":
+            row = {"id": i, "gold": [name(t) for t in g], "pred": [name(t) for t in p], "score": sc}
+        else:
+            row = {"id": i, "gold": name(g), "pred": name(p)} | ({} if sc is None else {"probs": sc})
+        rows.append(row)
+    return rows

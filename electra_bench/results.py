@@ -153,6 +153,32 @@ def _set_aside_torn_tail(fd: int, path: Path) -> None:
     warnings.warn(f"{path}: torn final line moved to {path}.torn before appending", TornRecordWarning, stacklevel=3)
 
 
+# Per-example dev predictions of a fine-tune, beside the records: `<results>/<suite>/predictions/<run_key>.jsonl`,
+# named (relative to the records' folder) by the record's `dev_predictions`. One JSON object per line, one line per
+# dev example in dev order: `id` (0-based row of the dev split file), `gold` and `pred` (label names; for tagging
+# lists of tag names, one per word; for regression floats), `probs` (classification: probability of each label, in
+# the task's label order) or `score` (tagging: probability of each word's predicted tag, null for a word with no
+# word-piece). The record's metrics are recomputed from `gold` and `pred` alone (tests/test_suite_e2e.py).
+PREDICTIONS_DIR = "predictions"
+
+
+def write_predictions_file(folder: str | Path, run_key: str, rows: list[dict]) -> str:
+    """Write a fine-tune's dev predictions atomically (temp file, then rename); returns the path relative to
+    `folder`, as the record's `dev_predictions` names it."""
+    out = Path(folder) / PREDICTIONS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{run_key}.{os.getpid()}.tmp"
+    tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+    os.replace(tmp, out / f"{run_key}.jsonl")
+    return f"{PREDICTIONS_DIR}/{run_key}.jsonl"
+
+
+def read_predictions_file(records_folder: str | Path, record: dict) -> list[dict]:
+    """The dev predictions a fine-tune record names (`dev_predictions`), one dict per example."""
+    path = Path(records_folder) / record["dev_predictions"]
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 # ------------------------------------------------------------------------------------------------- statistics
 
 

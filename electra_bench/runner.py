@@ -217,7 +217,9 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 run.log_metrics(final_metrics(out["metrics"]), out["steps"])
             record = unit_record(plan, unit, out["metrics"], out["flags"], headline_metric=spec.headline,
                                  headline=out["headline"], higher_is_better=METRICS.get(spec.headline).higher_is_better,
-                                 n_train=out["n_train"], n_dev=out["n_dev"], wall_s=wall)
+                                 n_train=out["n_train"], n_dev=out["n_dev"], wall_s=wall,
+                                 dev_predictions=results_mod.write_predictions_file(
+                                     plan.records_path.parent, unit.key, out["dev_predictions"]))
         write(record)
         store_record(plan, record)
         unit.status = "done"

@@ -175,3 +175,49 @@ def test_pretraining_seeds_end_to_end(tmp_path):
     assert cli.main(["run", str(tmp_path / "e2e.yaml"), "--no-progress"]) == 0
     assert len(read_records(tmp_path / "results" / "e2e" / "records.jsonl")) == len(records)
     assert len(_runs(tmp_path)[1]) == len(runs)
+
+
+def test_dev_predictions_recompute_the_records_metrics(suite_run):
+    """Every fine-tune keeps its per-example dev predictions beside its record; sklearn (accuracy) and seqeval
+    (entity F1, default conlleval-like mode) on the file's gold and pred give the record's numbers."""
+    from seqeval.metrics import f1_score as entity_f1
+    from sklearn.metrics import accuracy_score
+
+    from electra_bench.results import read_predictions_file
+
+    tmp, _, _ = suite_run
+    folder = tmp / "results" / "e2e"
+    ft = [r for r in read_records(folder / "records.jsonl") if r["unit"] == "finetune"]
+    assert ft and all(r["dev_predictions"] == f"predictions/{r['run_key']}.jsonl" for r in ft)
+    for r in ft:
+        rows = read_predictions_file(folder, r)
+        assert len(rows) == r["n_dev"] and [x["id"] for x in rows] == list(range(r["n_dev"]))  # whole dev set, in order
+        gold, pred = [x["gold"] for x in rows], [x["pred"] for x in rows]
+        if r["task"] == "sst2":
+            assert all(abs(sum(x["probs"]) - 1) < 1e-3 and len(x["probs"]) == 2 for x in rows)
+            assert accuracy_score(gold, pred) * 100 == pytest.approx(r["metrics"]["accuracy"], abs=1e-9)
+        else:
+            assert all(len(x["score"]) == len(x["gold"]) == len(x["pred"]) for x in rows)
+            assert entity_f1(gold, pred) * 100 == pytest.approx(r["metrics"]["entity_f1"], abs=1e-9)
+    assert not list(folder.glob("predictions/.*.tmp"))  # written atomically: no temp file left behind
+
+
+def test_compare_shows_where_two_cells_disagree(suite_run, capsys):
+    from electra_bench.compare import disagreements
+    from electra_bench.config import load_suite
+    from electra_bench.results import read_predictions_file
+    from electra_bench.suite import make_plan
+
+    tmp, suite, _ = suite_run
+    rows = disagreements(make_plan(load_suite(suite)), "ELECTRA", "random init")
+    assert {(r["task"], r["seed"]) for r in rows} == {(t, s) for t in ("sst2", "conll2003") for s in (0, 1)}
+    folder = tmp / "results" / "e2e"
+    records = {(r["cell"], r["task"], r["seed"]): r for r in read_records(folder / "records.jsonl")
+               if r["unit"] == "finetune"}
+    for row in rows:  # recounted by hand from the two files
+        a, b = (read_predictions_file(folder, records[(c, row["task"], row["seed"])]) for c in ("ELECTRA", "random init"))
+        differ = [x["id"] for x, y in zip(a, b) if x["pred"] != y["pred"]]
+        assert row["examples"] == len(a) and row["differ"] == len(differ)
+        assert row["ELECTRA right"] == sum(x["pred"] == x["gold"] for x in a if x["id"] in differ)
+    assert cli.main(["compare", str(suite), "ELECTRA", "random init"]) == 0
+    assert "disagree" in capsys.readouterr().out
