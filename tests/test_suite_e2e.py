@@ -215,7 +215,8 @@ def test_compare_shows_where_two_cells_disagree(suite_run, capsys):
     records = {(r["cell"], r["task"], r["seed"]): r for r in read_records(folder / "records.jsonl")
                if r["unit"] == "finetune"}
     for row in rows:  # recounted by hand from the two files
-        a, b = (read_predictions_file(folder, records[(c, row["task"], row["seed"])]) for c in ("ELECTRA", "random init"))
+        a, b = (read_predictions_file(folder, records[(c, row["task"], row["seed"])])
+                for c in ("ELECTRA", "random init"))
         differ = [x["id"] for x, y in zip(a, b) if x["pred"] != y["pred"]]
         assert row["examples"] == len(a) and row["differ"] == len(differ)
         assert row["ELECTRA right"] == sum(x["pred"] == x["gold"] for x in a if x["id"] in differ)
