@@ -8,7 +8,6 @@ no import paths, no code from config).
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -233,7 +232,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
     base = cfg.base.model_dump()
     cells = []
     for ci, spec in enumerate(cfg.cells):
-        for combo in combos:
+        for combo in combos if spec.crossed else [()]:
             data, axes = base, {}
             for path_str, value in (*spec.set.items(), *zip(names, combo)):
                 path = tuple(path_str.split("."))

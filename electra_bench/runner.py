@@ -37,17 +37,20 @@ def table_spec(plan: Plan) -> dict:
     glue = [t for t in columns if TASKS.get(t).format == "glue_tsv"]
     spec = {"title": f"{cfg.name}: {cfg.description}".strip(": "), "columns": columns, "glue_tasks": glue,
             "extra": cfg.table.extra, "reference": cfg.table.reference, "claims": cfg.table.claims,
-            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells]}
+            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells],
+            "controls": [c.label for c in plan.suite.cells if c.config.finetune.init == "random"]}
     return {k: v for k, v in spec.items() if v}
 
 
 def render(plan: Plan) -> list[Path]:
     from .tables import render_all
+    from .verdicts import judge
 
     records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
     if not records:
         return []
-    return render_all(records, table_spec(plan), plan.records_path.parent)
+    spec = table_spec(plan)
+    return render_all(records, spec, plan.records_path.parent, judge(records, spec))
 
 
 def resolved_config(plan: Plan) -> str:

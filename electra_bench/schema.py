@@ -98,6 +98,9 @@ class PretrainConfig(Strict):
     budget_flops: float | None = Field(None, gt=0, le=MAX_FLOPS)  # equal compute: steps = budget / FLOPs per step
     eval_every: int = Field(500, gt=0, le=MAX_STEPS)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0, le=100_000)
+    # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
+    # steps / 20, at most 50. Logging only: not part of the run key.
+    log_every: int | None = Field(None, gt=0, le=MAX_STEPS)
     checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
@@ -180,6 +183,7 @@ class CellSpec(Strict):
     # This row's pretraining seeds, overriding the suite's `pretrain_seeds` (e.g. Table 1's partly trained
     # checkpoints of one pre-training beside fully seeded ELECTRA / BERT rows). None: the suite's.
     pretrain_seeds: list[int] | None = None
+    crossed: bool = True  # False: one row, not crossed with the suite's axes (a control, e.g. random init)
 
     @field_validator("pretrain_seeds")
     @classmethod
@@ -196,7 +200,7 @@ class TableConfig(Strict):
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
     extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
-    claims: list[dict[str, Any]] = []  # verdicts, see tables.py
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys listed in tables.py
     plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
 
 

@@ -35,7 +35,8 @@ from .schema import RunConfig
 from .tasks import TASKS, TaskSpec, default_data_root, register_task, task_from_dict
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
-NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.device", "finetune.device")
+NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
+                "finetune.device")
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 

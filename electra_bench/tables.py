@@ -18,7 +18,9 @@ presentation; all optional, unknown keys raise:
   digits          int, decimals of metric values (default 1)
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (paper)" column beside ours
   reference_name  str, the word used for those columns (default "paper")
-  claims          [claims] judged by `results.evaluate_claims` (rules in its docstring) into the verdicts section
+  claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;
+                  the caller passes the judged Verdicts to `build_table` / `render_all`, which only print them
+  controls        [selectors] of the suite's random-init cells, the regime check of those verdicts
   plots           [{"axis": dotted path | "train_flops" | "params", "metric": task | "glue", "file": "x.png",
                     "logx": bool}]; file defaults to "<metric>_vs_<axis>.png"
 """
@@ -41,7 +43,6 @@ from electra_bench.results import (
     aggregate,
     bootstrap_group_ci,
     cell_infos,
-    evaluate_claims,
     glue_score,
     pretrain_summary,
     select_cells,
@@ -49,9 +50,10 @@ from electra_bench.results import (
 
 GLUE = "GLUE"
 SPEC_KEYS = ("title", "columns", "glue_tasks", "rows", "extra", "spread", "digits", "reference",
-             "reference_name", "claims", "plots")
+             "reference_name", "claims", "controls", "plots")
 _SPEC_DEFAULTS = {"title": "Results", "columns": None, "glue_tasks": None, "rows": None, "extra": [],
-                  "spread": "sd", "digits": 1, "reference": {}, "reference_name": "paper", "claims": [], "plots": []}
+                  "spread": "sd", "digits": 1, "reference": {}, "reference_name": "paper", "claims": [], "controls": [],
+                  "plots": []}
 
 
 def resolve_spec(spec: Mapping, records: Sequence[dict]) -> dict:
@@ -131,8 +133,9 @@ def show_glue(glue_tasks: Sequence[str], reference: Mapping) -> bool:
     return len(glue_tasks) >= 2 or (len(glue_tasks) == 1 and any(GLUE in ref for ref in reference.values()))
 
 
-def build_table(records: Sequence[dict], spec: Mapping) -> Table:
-    """Aggregate records into a Table following `spec` (see the module docstring for its keys)."""
+def build_table(records: Sequence[dict], spec: Mapping, verdicts: Sequence[Verdict] = ()) -> Table:
+    """Aggregate records into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
+    claims judged by verdicts.judge, printed as they are."""
     spec = resolve_spec(spec, records)
     infos, stats = cell_infos(records), aggregate(records)
     by = {(s.cell, s.task): s for s in stats}
@@ -171,7 +174,7 @@ def build_table(records: Sequence[dict], spec: Mapping) -> Table:
     if GLUE in columns:
         _mark_best(table, GLUE, True, spec["digits"])
     table.notes = _notes(records, stats, spec, columns)
-    table.verdicts = evaluate_claims(records, spec["claims"], glue_tasks) if spec["claims"] else []
+    table.verdicts = list(verdicts)
     table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec["columns"])
     return table
 
@@ -255,11 +258,13 @@ def render_markdown(table: Table) -> str:
 
 
 def render_verdict(v: Verdict) -> str:
-    """One markdown list item: claim, verdict, and the improvement of the better over the worse cell with CI."""
+    """One markdown list item: claim, verdict, the improvement of the better over the worse cell (difference of
+    means) with its Multi-Bootstrap 95% interval, and the design's minimum detectable effect."""
     if not _ok(v.diff):
-        return f"- **{v.name}** ({v.metric}): {v.verdict} — {v.note}"
-    text = (f"- **{v.name}** ({v.metric}): {v.verdict} — {v.better} vs {v.worse}: "
-            f"{v.diff:+.2f} [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]")
+        return f"- **{v.name}** ({v.metric}): {v.label} — {v.note}"
+    ci = f" [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]" if _ok(v.ci_low) else ""
+    mde = f"; MDE {'≥ ' if v.mde_floor else ''}{v.mde:.2f}" if _ok(v.mde) else ""
+    text = f"- **{v.name}** ({v.metric}): {v.label} — {v.better} vs {v.worse}: {v.diff:+.2f}{ci}{mde}"
     return text + (f" ({v.note})" if v.note else "")
 
 
@@ -374,12 +379,13 @@ def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, ou
 _PLOT_KEYS = ("axis", "metric", "file", "logx")
 
 
-def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path) -> list[Path]:
-    """Write table.md (with verdicts), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
+def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path,
+               verdicts: Sequence[Verdict] = ()) -> list[Path]:
+    """Write table.md (with `verdicts`), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
     spec = resolve_spec(spec, records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(records, spec)
+    table = build_table(records, spec, verdicts)
     paths = []
     for name, text in (("table.md", render_markdown(table)), ("table.tex", render_latex(table)),
                        ("table.csv", render_csv(table))):

@@ -117,7 +117,7 @@ def settings_for(run: RunConfig, steps: int, device: str) -> PretrainSettings:
         weight_decay=pre.weight_decay, adam_eps=pre.adam_eps, betas=(pre.adam_beta1, pre.adam_beta2),
         bias_correction=pre.adam_bias_correction, grad_clip=pre.grad_clip, eval_every=pre.eval_every,
         eval_batches=pre.eval_batches, checkpoints=tuple(pre.checkpoints), seed=pre.seed,
-        precision=pre.precision, device=device, log_every=min(50, max(1, steps // 20)))
+        precision=pre.precision, device=device, log_every=pre.log_every or min(50, max(1, steps // 20)))
 
 
 def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None) -> dict:

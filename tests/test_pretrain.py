@@ -1,6 +1,8 @@
 """Pre-training end to end on a tiny fixture corpus: block packing, checkpoints usable by `transformers`, RTD
 metrics, resume equivalence after a kill, and a non-finite loss. CPU only; each run is 12 steps of a 2-layer model."""
 import gzip
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -277,8 +279,44 @@ def test_unigram_counts_are_corpus_tokens_only(vocab_file, env, tmp_path, tokeni
 
 
 def test_non_finite_loss_raises(vocab_file, env, tmp_path):
-    with pytest.raises(NonFiniteLoss, match="at step"):
-        run_pretrain(run_config(vocab_file, lr=1e30, grad_clip=1e30), env, tmp_path / "nan", Logs())
+    with pytest.raises(NonFiniteLoss, match="at steps 1-4"):  # found at the first sync point, named by range
+        run_pretrain(run_config(vocab_file, lr=1e30, grad_clip=1e30, log_every=4, checkpoints=[1.0]), env,
+                     tmp_path / "nan", Logs())
+    assert not (tmp_path / "nan" / "state.pt").exists()  # nothing non-finite was saved
+
+
+# Every way a tensor's value reaches Python. On CUDA each one waits for the device.
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__index__", "__bool__")
+
+
+def test_no_host_reads_between_logging_steps(vocab_file, env, tmp_path, monkeypatch):
+    """Issue 15: inside the loop, tensors are read back only at the sync points (log steps 4, 8, 12 here)."""
+    from electra_bench.model.algorithms import Algorithm
+
+    current, reads = [None], {}  # the step being run (0-based) -> callers that read a tensor during it
+
+    def counting(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            # torch.optim reads AdamW's step counter, which lives on the host on CUDA too (no device wait)
+            if current[0] is not None and f"torch{os.sep}optim" not in caller:
+                reads.setdefault(current[0], []).append(f"{name} from {caller}")
+            return original(self, *a, **k)
+        return counted
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    on_step = Algorithm.on_step
+    monkeypatch.setattr(Algorithm, "on_step", lambda self, step, total: (current.__setitem__(0, step),
+                                                                          on_step(self, step, total))[1])
+    logs = Logs()
+    run_pretrain(run_config(vocab_file, log_every=4, eval_every=12, checkpoints=[1.0]), env, tmp_path / "r", logs)
+    assert sorted(logs.series("train/loss")) == [4, 8, 12]
+    between = {step + 1: callers for step, callers in reads.items() if (step + 1) % 4}
+    assert not between, f"host reads inside steps: {between}"
+    assert {step + 1 for step in reads} == {4, 8, 12}  # the sync points do read (the counting works)
 
 
 # --- fine-tuning from any save_pretrained checkpoint; corpus mixtures; sampling temperature -------------------------
