@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from . import progress
 from .corpus import Blocks
 from .model.algorithms import Algorithm
+from .model.generators import MaskedLMGenerator
 from .model.objectives import Batch, PretrainOutput
 from .optim import linear_schedule, make_optimizer
 
@@ -44,6 +46,12 @@ class PretrainSettings:
     device: str  # cpu | cuda
     log_every: int = 50
     save_every: int = 500
+    # GPU options (schema.PretrainConfig explains each); the defaults are the loop as it was before them
+    fused_adam: bool = False
+    compile: str = "off"  # off | a torch.compile mode
+    tf32: bool = True
+    grad_accumulation: int = 1
+    sdpa_backend: str = "auto"  # auto | flash | efficient | cudnn | math
 
 
 class NonFiniteLoss(RuntimeError):
@@ -137,10 +145,17 @@ class RTDMeter:
 
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict[str, float]:
-    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off."""
+    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off, and the generator
+    sampling at temperature 1 whatever the training temperature: the paper's fakes. Scored at T=2 the fakes
+    over-sample rare tokens and a context-free lookup of P(replaced | token id) nearly matches the discriminator
+    (issue 14 audit), so a training-temperature score measures the shortcut, not the discriminator."""
     objective = algorithm.objective
     was_training = objective.training
     objective.eval()
+    sampling = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
+    temperatures = [m.temperature for m in sampling]
+    for m in sampling:
+        m.temperature = 1.0
     rng = torch.Generator(device=s.device).manual_seed(1234)
     meter = RTDMeter()
     n = min(len(heldout), s.eval_batches * s.batch_size)
@@ -149,7 +164,32 @@ def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict
         with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
             meter.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
     objective.train(was_training)
+    for m, t in zip(sampling, temperatures):
+        m.temperature = t
     return meter.metrics()
+
+
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                 "math": "MATH"}  # schema names -> torch.nn.attention.SDPBackend members
+
+
+@contextmanager
+def cuda_settings(s: PretrainSettings):
+    """TF32 and the SDPA kernel for this run only: restored after, so other runs in the process set their own."""
+    if s.device != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = s.tf32
+    try:
+        with ExitStack() as stack:
+            if s.sdpa_backend != "auto":
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                stack.enter_context(sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[s.sdpa_backend])))
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: int, rng: torch.Generator) -> None:
@@ -181,12 +221,17 @@ def save_generator(objective, tokenizer, checkpoint: Path) -> None:
 def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
              tokenizer, log=lambda metrics, step: None, show_progress: bool = True) -> dict[str, float]:
     """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics."""
+    with cuda_settings(s):
+        return _pretrain(algorithm, train, heldout, s, out_dir, tokenizer, log, show_progress)
+
+
+def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
+              tokenizer, log, show_progress: bool) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if s.device == "cuda":  # TF32 matmuls for the fp32 parts (Hopper/Ampere); bf16 autocast does the rest
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(s.seed)
     objective = algorithm.objective.to(s.device)
-    optimizer = make_optimizer(objective, s.lr, s.weight_decay, s.adam_eps, s.betas, s.bias_correction)
+    optimizer = make_optimizer(objective, s.lr, s.weight_decay, s.adam_eps, s.betas, s.bias_correction,
+                               fused=s.fused_adam)
     scheduler = linear_schedule(optimizer, s.steps, s.warmup_steps)
     rng = torch.Generator(device=s.device).manual_seed(s.seed)
     state_path, step = out_dir / "state.pt", 0
@@ -202,6 +247,8 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if s.compile != "off":  # in place: parameter names, hence state dicts and checkpoints, stay as they are
+        objective.compile(mode=None if s.compile == "default" else s.compile)
     ckpt_steps = {max(1, round(f * s.steps)): f for f in s.checkpoints}
     meter, t_log, tokens, checked = RTDMeter(), time.perf_counter(), 0, step  # steps up to `checked` are finite
     objective.train()
@@ -216,14 +263,16 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
             # No host reads inside a step (issue 15): losses and counts stay on the device until a sync point.
             algorithm.on_step(step, s.steps)
             batch, n_tokens = upcoming
-            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-                out = algorithm.loss(batch, rng)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            micro = batch.split(s.batch_size // s.grad_accumulation) if s.grad_accumulation > 1 else [batch]
+            for part in micro:  # gradient accumulation: the step's gradient is the mean of the micro-batches'
+                with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                    out = algorithm.loss(part, rng)
+                (out.loss / len(micro) if len(micro) > 1 else out.loss).backward()
+                meter.add(out)
             torch.nn.utils.clip_grad_norm_(objective.parameters(), s.grad_clip)
             optimizer.step()
             scheduler.step()
-            meter.add(out)
             step += 1
             tokens += n_tokens
             if step < s.steps:  # the host prepares the next batch while the device runs this step

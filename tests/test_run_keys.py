@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from electra_bench.config import _set_path
+from electra_bench.config import set_path
 from electra_bench.schema import RunConfig
 from electra_bench.suite import NON_SEMANTIC, PRETRAIN_SECTIONS, finetune_key, pretrain_key, upstream_of
 from electra_bench.tasks import TASKS
@@ -56,7 +56,7 @@ def mutate(base: dict, path: str, info) -> dict | None:
     for cand in candidates(value, info):
         if cand == value:
             continue
-        data = _set_path(base, tuple(path.split(".")), cand)
+        data = set_path(base, tuple(path.split(".")), cand)
         try:
             RunConfig.model_validate(data)
         except ValidationError:
@@ -95,7 +95,7 @@ def test_finetune_key_depends_on_seed_task_and_upstream():
 
 def test_pretrain_key_ignores_finetune_section():
     a = RunConfig()
-    b = RunConfig.model_validate(_set_path(BASE, ("finetune", "lr"), 1e-3))
+    b = RunConfig.model_validate(set_path(BASE, ("finetune", "lr"), 1e-3))
     assert pretrain_key(a, ROOT) == pretrain_key(b, ROOT)
 
 
@@ -208,3 +208,32 @@ def test_a_row_overrides_the_suites_pretrain_seeds(tmp_path):
     units = make_plan(load_suite(tmp_path / "row.yaml"), ROOT).units
     seeds = {(u.cell.label, u.cell.pretrain_seed) for u in units if u.kind == "pretrain"}
     assert seeds == {("ELECTRA", 0), ("ELECTRA", 1), ("ELECTRA T2", 0), ("ELECTRA T2", 1), ("BERT", 0)}
+
+
+# --- GPU options (issue 15) -----------------------------------------------------------------------------------------
+
+# Pre-training keys computed by main before the GPU options existed (8bdf040): at their defaults they must stay.
+PRETRAIN_GOLDEN = {(): "6156f598ffca", (("objective", "mlm"), ("batch_size", 32)): "55f6376211f3"}
+
+
+def test_pretrain_keys_without_gpu_options_are_unchanged():
+    for sets, key in PRETRAIN_GOLDEN.items():
+        assert pretrain_key(RunConfig.model_validate({"pretrain": dict(sets)}), ROOT) == key
+
+
+@pytest.mark.parametrize("path,value,semantic", [
+    ("fused_adam", True, False), ("compile", "max-autotune", False), ("sdpa_backend", "flash", False),
+    ("tf32", False, True), ("grad_accumulation", 4, True)])
+def test_gpu_options_enter_the_key_only_when_they_change_numerics(path, value, semantic):
+    a, b = RunConfig(), RunConfig.model_validate({"pretrain": {path: value}})
+    assert (pretrain_key(a, ROOT) != pretrain_key(b, ROOT)) == semantic
+
+
+@pytest.mark.parametrize("pretrain,message", [
+    ({"fused_adam": True, "adam_bias_correction": False}, "runs unfused"),
+    ({"batch_size": 100, "grad_accumulation": 8}, "not a multiple of grad_accumulation"),
+    ({"grad_accumulation": 0}, "greater than or equal to 1"),
+    ({"compile": "fast"}, "compile"), ({"sdpa_backend": "flash2"}, "sdpa_backend")])
+def test_gpu_option_errors(pretrain, message):
+    with pytest.raises(ValidationError, match=message):
+        RunConfig.model_validate({"pretrain": pretrain})

@@ -42,6 +42,11 @@ class Batch:
     token_type_ids: Tensor  # [B, L]
     padded: bool = True  # False only when the host knows no position is padding (pretrain.load_batch)
 
+    def split(self, size: int) -> list[Batch]:
+        """Micro-batches of `size` sequences (gradient accumulation)."""
+        parts = zip(self.input_ids.split(size), self.attention_mask.split(size), self.token_type_ids.split(size))
+        return [Batch(ids, mask, types, self.padded) for ids, mask, types in parts]
+
     def model_mask(self, implementation: str) -> Tensor | None:
         """The mask handed to a `transformers` encoder: 4-D, which it uses as is, because given the 2-D mask it
         checks `mask.all()` to skip masking, a device-to-host read per forward (issue 15). None when there is no
