@@ -251,7 +251,9 @@ class TableConfig(Strict):
 
     title: str | None = None  # heading of table.md; None: "<suite name>: <description>"
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
-    extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    # extra columns: train_flops, params, or a held-out pretraining metric: disc_recall, disc_auc, lookup_auc
+    # (context-free baseline), token_cosine (collapse signal), gen_mlm_acc, ...
+    extra: list[str] = []
     spread: Literal["sd", "ci"] = "sd"  # after the median: sample sd over seeds, or a bootstrap 95% CI (§3.1 medians)
     digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}

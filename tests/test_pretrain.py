@@ -223,6 +223,8 @@ def test_final_metrics(run_a):
         assert 0.0 <= m[key] <= 1.0, key
     assert 0 < m["replaced_frac"] < 1  # both classes present, so the AUC exists
     assert 0.0 <= m["disc_auc"] <= 1.0
+    assert 0.0 <= m["lookup_auc"] <= 1.0 and -1.0 <= m["token_cosine"] <= 1.0  # issue 14 baselines
+    assert sorted(logs.series("eval/token_cosine")) == [6, 12]
     train_steps = sorted(logs.series("train/loss"))
     assert train_steps == list(range(1, 13))  # log_every = 1 at 12 steps
     assert sorted(logs.series("eval/disc_auc")) == [6, 12]
