@@ -199,8 +199,9 @@ def test_two_stage_generator_is_frozen_in_stage_two(tying):
     from electra_bench.model.objectives import Batch, Vocab
     from electra_bench.optim import make_optimizer
 
-    run = RunConfig.model_validate({"model": tiny_model_config().model_dump(), "pretrain": {
-        "algorithm": "two_stage", "generator_size": 1.0, "tying": tying}})
+    run = RunConfig.model_validate({
+        "model": tiny_model_config().model_dump(), "corpus": {"max_seq_length": 64}, "finetune": {"max_seq_length": 64},
+        "pretrain": {"algorithm": "two_stage", "generator_size": 1.0, "tying": tying}})
     torch.manual_seed(0)
     objective = build_objective(run.model, run.pretrain, Vocab(size=120, mask_id=4, special_ids=(0, 1, 2, 3, 4)))
     algorithm = TwoStage(objective, 0.5)
