@@ -198,7 +198,8 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                                                        run.log_metrics))
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
             record = unit_record(plan, unit, out["metrics"], [], train_flops=out["train_flops"], params=out["params"],
-                                 steps=out["steps"], precision=cell.config.pretrain.precision, wall_s=wall)
+                                 steps=out["steps"], precision=cell.config.pretrain.precision,
+                                 flops_convention=cell.config.pretrain.flops_convention, wall_s=wall)
         else:
             spec = plan.suite.tasks[unit.task]
             with tracker.run(name, unit.key, "finetune", cell_run,

@@ -42,7 +42,12 @@ NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_ev
                 "pretrain.fused_adam", "pretrain.compile", "pretrain.sdpa_backend")
 # Semantic fields added after results were keyed: left out of the key at these values (what the code did before
 # they existed), so finished units keep their keys; any other value changes it.
-KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1}
+KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1,
+                        "pretrain.flops_convention": "official"}
+# Fields added after results were keyed whose earlier behaviour was another field's value: left out of the key
+# when equal to it (fine-tuning used the pre-training dropout before finetune.dropout existed).
+KEYED_UNLESS_EQUAL = {"finetune.dropout": "model.dropout",
+                      "finetune.attention_dropout": "model.attention_dropout"}
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 
@@ -60,7 +65,16 @@ def _semantic(run: RunConfig, sections: tuple[str, ...]) -> dict:
         sec, key = path.split(".")
         if sec in data and data[sec].get(key) == before:
             data[sec].pop(key)
+    for path, other in KEYED_UNLESS_EQUAL.items():
+        sec, key = path.split(".")
+        if sec in data and _field(run, path) == _field(run, other):
+            data[sec].pop(key)
     return data
+
+
+def _field(run: RunConfig, path: str):
+    sec, key = path.split(".")
+    return getattr(getattr(run, sec), key)
 
 
 def data_identity(run: RunConfig, data_root: Path) -> dict:

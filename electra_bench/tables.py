@@ -15,7 +15,8 @@ The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.f
   glue_tasks      [task names] averaged into the GLUE column (a suite: its tasks with `TaskSpec.glue`; a mapping
                   without it: `columns`); the column appears when there are at least two
   rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
-  extra           [names] from the pretrain records: "train_flops", "params" or an RTD metric ("disc_recall", ...)
+  extra           [names] from the pretrain records: "train_flops", "params" or a held-out metric ("disc_recall",
+                  "disc_auc", "lookup_auc", "token_cosine", ...)
   spread, digits  "sd" or "ci" after the median; decimals of metric values
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (<reference_name>)" column
   claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_bench import robustness_tables
+from electra_bench import flops, robustness_tables
 from electra_bench.claims import GLUE, CellInfo, TableSpec, select_cells
 from electra_bench.registry import did_you_mean
 from electra_bench.results import (
@@ -194,6 +195,10 @@ def _notes(records: Sequence[dict], stats: list, spec: TableSpec, columns: list[
         notes.append("Runs flagged degenerate (one predicted class) or diverged are excluded and counted in the cell.")
     if superseded := sum(s.n_superseded for s in stats):
         notes.append(f"{superseded} older record(s) of re-run seeds superseded by newer ones.")
+    # records written before the field existed carry none: they name no convention rather than guess one
+    if conventions := sorted({r["flops_convention"] for r in records if r.get("flops_convention")}):
+        named = "; ".join(flops.CONVENTION_NAMES.get(c, c) for c in conventions)
+        notes.append(f"Train FLOPs (and equal-compute budgets) counted under the FLOPs convention: {named}.")
     if spec.reference:
         notes.append(f"'({spec.reference_name})' columns: reference numbers from the table spec, beside ours.")
     return notes

@@ -95,7 +95,7 @@ def flops_per_step(run: RunConfig, vocab_size: int) -> float:
     if pre.objective != "mlm" and pre.generator_size != "unigram":
         gen = flops.EncoderDims.from_dims(generator_dims(dims, float(pre.generator_size)), vocab_size)
     return flops.train_flops_per_step(disc, gen, pre.objective, run.corpus.max_seq_length, pre.batch_size,
-                                      pre.mask_prob)
+                                      pre.mask_prob, pre.flops_convention)
 
 
 def planned_steps(run: RunConfig, vocab_size: int) -> int:
@@ -176,13 +176,15 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
     from transformers import AutoTokenizer
 
 
+    ft = run.finetune
     if encoder_source is None:
         tokenizer, _ = get_tokenizer(run, env)
         cfg = electra_config(disc_dims(run.model), len(tokenizer), run.model)
     else:
         tokenizer, cfg = AutoTokenizer.from_pretrained(encoder_source), None
     torch.manual_seed(seed)  # head (and, for random init, encoder) initialisation depends on the seed
-    encoder = load_encoder(encoder_source, cfg)
+    # fine-tuning dropout (finetune.dropout), not the pre-training one the encoder was saved with
+    encoder = load_encoder(encoder_source, cfg, dropout=ft.dropout, attention_dropout=ft.attention_dropout)
     n_out = 1 if spec.kind == "regression" else len(spec.labels)
     model = EncoderWithHead(encoder, n_out, per_token=spec.kind == "tagging", head=run.finetune.head)
     settings = finetune_settings(run, spec, seed, resolve_device(run.finetune.device))
