@@ -15,7 +15,8 @@ only while time is left):
 (c) and (d) run as stages of one suite (same records, same pre-trainings), ordered so the most informative
 comparison finishes first: both pre-trainings and RTE seed 0 of the three rows; all tasks seed 0; seeds 0-1;
 seeds 0-2; then the partly trained checkpoints. Records are appended to OUT/results/gpu/table1_small/records.jsonl
-as each unit finishes (a cut-off run returns what finished), and each stage re-renders the table.
+as each unit finishes (a cut-off run returns what finished); (e) renders the whole table from them at the end
+(reporting, up to 60 s past the budget).
 
 Provenance (OUT/provenance.json): `git rev-parse HEAD` as the machine's checkout says it, and the git tree hash of
 the files that actually ran (`git write-tree` of the working tree through a scratch index): a copy of the
@@ -138,8 +139,12 @@ def options() -> argparse.ArgumentParser:
                     "and the benchmark given to the two pre-trainings (default 0.6)")
     ap.add_argument("--budget-flops", type=float, help="pre-training FLOPs per model, instead of planning them from "
                     "the time left (pass the first run's value to resume a cut-off session with the same run keys)")
+    ap.add_argument("--step-cap-s", type=float, default=60.0, help="the most seconds (a) the CUDA tests and (b) the "
+                    "benchmark may each take (default 60; a loaded CPU needs more for the rehearsal's imports)")
     ap.add_argument("--seeds", type=int, help="fine-tuning seeds (default 3; rehearse 1)")
-    ap.add_argument("--work-dir", help="scratch for pre-training state and caches (default OUT/work)")
+    ap.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "gpu_session_work"),
+                    help="scratch for pre-training state, checkpoints and caches, kept out of OUT (it is large and "
+                    "OUT is what a lent machine sends back; default: <tmp>/gpu_session_work)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                     help="passed to every suite stage, e.g. pretrain.compile=default (repeatable)")
     return ap
@@ -159,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cpu" if rehearse else "cuda"
     s.run("a. CUDA tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"],
-          45 if rehearse else 60, "pytest_cuda.log")
+          args.step_cap_s, "pytest_cuda.log")
     bench = [py, "benchmarks/pretrain_step.py", "--device", device, "--out", str(out / "benchmarks")]
-    s.run("b. step benchmark", bench + (["--quick"] if rehearse else []), 45 if rehearse else 60, "benchmark.log")
+    s.run("b. step benchmark", bench + (["--quick"] if rehearse else []), args.step_cap_s, "benchmark.log")
 
     flops = args.budget_flops or pretrain_budget_flops(args.pretrain_share * s.left() / 2, args.tflops)
     common = ["--no-progress", "--set", f"results_dir={out / 'results'}",
-              "--set", f"work_dir={Path(args.work_dir).resolve() if args.work_dir else out / 'work'}",
+              "--set", f"work_dir={Path(args.work_dir).resolve()}",
               "--set", "tracking.enabled=false", "--scale", "rehearse" if rehearse else "gpu"]
     if not rehearse:  # the rehearsal keeps its scale's tiny budget
         common += ["--set", f"pretrain.budget_flops={flops:.4g}"]
@@ -179,9 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         plan["stages"].append({"stage": name, "command": shlex.join(cmd)})
         (out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
         s.run(f"c/d. {name}", cmd, s.left(), "suite.log")
+    # Reporting, not compute: the whole table (every row and task) from whatever records finished, even when the
+    # budget is spent (the stages' own renders show their stage's tasks only).
+    s.budget = max(s.budget, budget - s.left() + 60)
+    s.run("e. table", [py, "-m", "electra_bench.cli", "table", str(CURVE.relative_to(ROOT)), *common[1:],
+                       "--set", f"tasks=[{', '.join(TASKS)}]", "--set", f"seeds=[{', '.join(map(str, range(seeds)))}]"],
+          60, "table.log")
     records = out / "results" / SUITE_NAME / "records.jsonl"
     n = len(records.read_text().splitlines()) if records.exists() else 0
-    print(f"== done in {budget - s.left():.0f} s of {budget:.0f}: {n} records in {records}", flush=True)
+    print(f"== done: {n} records in {records}", flush=True)
     return 0 if all(e["rc"] == 0 for e in s.steps) else 1
 
 
