@@ -14,6 +14,7 @@ from pathlib import Path
 from . import results as results_mod
 from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir,
                     store_record, stored_record, timed, upstream_of)
+from .paths import path_part
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 
@@ -206,7 +207,7 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 for split in ("train", spec.dev_splits[0]):
                     run.log_dataset(f"{unit.task}/{split}", str(spec.file_path(split, plan.data_root)),
                                     f"{spec.name}:{spec.version}", "training" if split == "train" else "evaluation")
-                preds_dir = plan.work_dir / "predictions" / cell.label.replace("/", "_")
+                preds_dir = plan.work_dir / "predictions" / path_part(cell.label)
                 from .robustness import settings_for
 
                 robust = settings_for(plan)  # None unless the suite has a `robustness:` section
