@@ -25,6 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import _timing as timing  # benchmarks/ is on sys.path: the script's own folder (tests prepend it)
 import numpy as np
 import torch
 from transformers import ElectraForSequenceClassification
@@ -36,8 +37,6 @@ from electra_bench.optim import make_optimizer
 from electra_bench.schema import FinetuneConfig, ModelConfig, TokenizerConfig
 from electra_bench.tasks import TASKS, default_data_root, load_split
 from electra_bench.tokenizer import load_tokenizer
-
-import _timing as timing  # benchmarks/ is on sys.path: the script's own folder (tests prepend it)
 
 NAME = "finetune_step"
 TASK = "sst2"

@@ -64,7 +64,8 @@ def report(out: Path) -> None:
              "predicts 'original' everywhere: recall ~0, AUC ~0.5. tokens/s is only indicative: other jobs shared the",
              "2 cores during these runs (benchmarks/pretrain_step.py measures speed side by side).", "",
              "Command: `python benchmarks/pretrain_levers.py --steps N --only LEVERS` (then `--report`).", "",
-             "| lever | change | steps | disc recall | disc AUC | disc precision | gen MLM acc | replaced | tokens/s | wall s |",
+             "| lever | change | steps | disc recall | disc AUC | disc precision | gen MLM acc | replaced | tokens/s "
+             "| wall s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows.items():
         m = r["final"]
@@ -111,7 +112,7 @@ def main() -> None:
         curve = []
         t0 = time.perf_counter()
         res = run_pretrain(run, env, Path(args.work) / f"{name}-{args.steps}",
-                           log=lambda m, s: curve.append({"step": s, **m}))
+                           log=lambda m, s, curve=curve: curve.append({"step": s, **m}))
         speeds = [c["train/tokens_per_s"] for c in curve if "train/tokens_per_s" in c][1:]  # first: warm-up
         rec = {"lever": name, "overrides": LEVERS[name], "steps": res["steps"], "wall_s": time.perf_counter() - t0,
                "train_flops": res["train_flops"], "params": res["params"], "final": res["metrics"],

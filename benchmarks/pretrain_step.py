@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _timing as timing  # benchmarks/ is on sys.path: the script's own folder (tests prepend it)
 import torch
 from torch import nn
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
@@ -37,8 +38,6 @@ from electra_bench.model.objectives import Batch, Vocab
 from electra_bench.optim import make_optimizer
 from electra_bench.schema import ModelConfig, PretrainConfig
 from electra_bench.sizes import generator_dims
-
-import _timing as timing  # benchmarks/ is on sys.path: the script's own folder (tests prepend it)
 
 NAME = "pretrain_step"
 # BERT uncased WordPiece ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103): random ids need no tokenizer.

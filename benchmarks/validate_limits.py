@@ -59,7 +59,9 @@ def main() -> None:
     out = Path("results/benchmarks/validate_limits.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# validate: worst-case inputs under 1 MB\n\n`PYTHONPATH=$PWD python benchmarks/validate_limits.py`"
-                   f" (2 shared CPU cores). The modules `validate` imports are loaded before the clock starts (~4 s on this machine, whatever the input); RSS includes the interpreter and those imports (see the baseline row).\n\n"
+                   f" (2 shared CPU cores).\nThe modules `validate` imports"
+                   f" are loaded before the clock starts (~4 s on this machine, whatever the input);"
+                   f" RSS includes the interpreter and those imports (see the baseline row).\n\n"
                    f"{table}\n")
     print(f"wrote {out}")
 

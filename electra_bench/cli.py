@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
               "electra-bench table suites/quickstart.yaml")
     ls = sub.add_parser("ls", help="list the suites under a folder with their progress (units done / total)",
                         description="list the suites under a folder with their progress (units done / total)",
-                        epilog="example:\n  electra-bench ls suites/paper", formatter_class=argparse.RawDescriptionHelpFormatter)
+                        epilog="example:\n  electra-bench ls suites/paper",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ls.add_argument("folder", nargs="?", default="suites")
     ls.add_argument("--data-root", help="data folder (default: $ELECTRA_BENCH_DATA, ./data, ../shared/data)")
     cl = sub.add_parser("claims", help="the claims of several suites and their verdicts, as one markdown table",
@@ -146,11 +147,9 @@ def _plan(suite, args):
 
 def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
-    from .corpus import source_files
-    from .tasks import TASKS
-
     from .config import ConfigError
-    from .tasks import DataError
+    from .corpus import source_files
+    from .tasks import TASKS, DataError
 
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
@@ -182,12 +181,13 @@ def cmd_plan(suite, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .suite import pretrain_seed_of
     from .units import flops_per_step, planned_steps
 
     plan = _plan(suite, args)
     speed = _measured_flops_per_s(Path(suite.config.results_dir))
     table = Table(title=f"{suite.config.name}: {len(plan.units)} units")
-    for col in ("status", "unit", "cell", "task", "seed", "key", "train FLOPs", "est. time"):
+    for col in ("status", "unit", "cell", "pretrain seed", "task", "seed", "key", "train FLOPs", "est. time"):
         table.add_column(col)
     vocab = 30522
     if suite.cells and suite.cells[0].config.tokenizer.train_vocab_size:
@@ -199,7 +199,9 @@ def cmd_plan(suite, args) -> int:
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
             eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
-        table.add_row(u.status, u.kind, u.cell.label, u.task or "", "" if u.seed is None else str(u.seed),
+        pseed = pretrain_seed_of(u.cell)
+        table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
+                      "" if u.seed is None else str(u.seed),
                       u.key[:12], fl, eta)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
@@ -208,7 +210,8 @@ def cmd_plan(suite, args) -> int:
                                                                         else ""))
     for u in plan.units:
         if u.status == "failed":
-            console.print(f"failed: {u.kind} {u.cell.label} {u.task or ''} {'' if u.seed is None else u.seed}: {u.reason}")
+            console.print(f"failed: {u.kind} {u.cell.run_label} {u.task or ''} {'' if u.seed is None else u.seed}: "
+                          f"{u.reason}")
     if speed:
         console.print(f"time estimates: train FLOPs / the FLOP/s of earlier pre-training records under "
                       f"{suite.config.results_dir}/ on this kind of machine (includes corpus preparation)")
@@ -359,8 +362,8 @@ def _report_study(suite, plan, study) -> int:
 def cmd_worker(suite, args) -> int:
     import json
 
-    from .leases import LeaseTimes
     from .config import load_suite
+    from .leases import LeaseTimes
 
     if args.tracking_uri:  # a suite-level field: it changes no run key
         suite = load_suite(args.suite, [*args.overrides, f"tracking.uri={json.dumps(args.tracking_uri)}"], args.scale)

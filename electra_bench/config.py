@@ -222,7 +222,8 @@ def _set_path(data: dict, path: tuple, value: Any) -> dict:
 
 
 class _Loader(yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader):
-    """SafeLoader (no object construction; libyaml's parser when PyYAML has it: ~4x faster) that also reads unquoted `1e-4` as a float, as YAML 1.2 does.
+    """SafeLoader (no object construction; libyaml's parser when PyYAML has it: ~4x faster) that also reads
+    unquoted `1e-4` as a float, as YAML 1.2 does.
 
     YAML 1.1 needs a dot (`1.0e-4`); quoted strings stay strings."""
 
@@ -270,6 +271,13 @@ class Cell:
     label: str
     axes: dict[str, Any]
     config: RunConfig
+    pretrain_seeds: tuple[int, ...] | None = None  # the row's (or else the suite's) `pretrain_seeds`
+    pretrain_seed: int | None = None  # set on the copies suite.seed_cells makes, one per pretraining seed
+
+    @property
+    def run_label(self) -> str:
+        """The label of this cell's MLflow run and units: `<label>/pretrain_seed<k>` for a pretraining-seed copy."""
+        return self.label if self.pretrain_seed is None else f"{self.label}/pretrain_seed{self.pretrain_seed}"
 
 
 @dataclass
@@ -296,7 +304,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
     base = cfg.base.model_dump()
     cells = []
     for ci, spec in enumerate(cfg.cells):
-        for combo in combos:
+        for combo in combos if spec.crossed else [()]:
             data, axes = base, {}
             for path_str, value in (*spec.set.items(), *zip(names, combo)):
                 path = tuple(path_str.split("."))
@@ -316,7 +324,9 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
             label = spec.label or cell_name(axes) or "default"
             if spec.label and axes:
                 label = f"{spec.label} ({cell_name(axes)})"
-            cells.append(Cell(label=label, axes=axes, config=run))
+            seeds = spec.pretrain_seeds if spec.pretrain_seeds is not None else cfg.pretrain_seeds
+            cells.append(Cell(label=label, axes=axes, config=run,
+                              pretrain_seeds=None if seeds is None else tuple(seeds)))
     labels = [c.label for c in cells]
     dup = next((lbl for lbl in labels if labels.count(lbl) > 1), None)
     if dup:
@@ -376,6 +386,8 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
     except ValidationError as e:
         _raise_validation(e, source, SuiteConfig)
     formats = _check_tasks(cfg, source)
+    if cfg.pretrain_seeds is not None or any(c.pretrain_seeds is not None for c in cfg.cells):
+        _check_pretrain_seeds(cfg, source)
     cells = _expand_cells(cfg, source)
     _check_table(cfg, cells, source, formats)
     if cfg.robustness is not None:
@@ -416,6 +428,15 @@ def _check_search(cfg: SuiteConfig, cells: list[Cell], source: Source, formats: 
             except ValidationError as e:
                 first = e.errors()[0]
                 fail(f"trial value {value!r}: {first['msg']}", at, f"space.{path}")
+
+
+def _check_pretrain_seeds(cfg: SuiteConfig, source: Source) -> None:
+    """`pretrain_seeds` sets `pretrain.seed` of every pre-trained cell: an axis or cell `set` of it would be lost."""
+    at = ("axes", "pretrain.seed") if "pretrain.seed" in cfg.axes else next(
+        (("cells", i, "set", "pretrain.seed") for i, c in enumerate(cfg.cells) if "pretrain.seed" in c.set), None)
+    if at is not None:
+        raise ConfigError("pretrain.seed is set by pretrain_seeds; drop it here or drop pretrain_seeds",
+                          *source.where(at), "pretrain.seed")
 
 
 def _check_robustness(cfg: SuiteConfig, cells: list[Cell], source: Source) -> None:

@@ -63,7 +63,7 @@ def iter_documents(files: list[Path], max_bytes: int | None = None) -> Iterator[
         number = 0
         try:
             with _open_text(path) as f:
-                for number, raw in enumerate(f, 1):
+                for number, raw in enumerate(f, 1):  # noqa: B007 (read after the loop: error line, emptiness)
                     line = raw.decode("utf-8").strip()
                     read += len(line) + 1
                     if line:

@@ -155,7 +155,8 @@ def write_predictions(spec: TaskSpec, ds, preds: list, path: Path) -> Path:
     if spec.kind == "tagging":
         lines = []
         for tokens, gold, pred in zip(ds["tokens"], ds["tags"], preds):
-            lines += [f"{t} {spec.labels[g] if g >= 0 else 'O'} {spec.labels[p]}" for t, g, p in zip(tokens, gold, pred)]
+            lines += [f"{t} {spec.labels[g] if g >= 0 else 'O'} {spec.labels[p]}"
+                      for t, g, p in zip(tokens, gold, pred)]
             lines.append("")
     else:
         lines = ["index\tprediction"]

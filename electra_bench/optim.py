@@ -58,10 +58,14 @@ class AdamWNoBiasCorrection(torch.optim.Optimizer):
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, eps: float, betas=(0.9, 0.999),
-                   bias_correction: bool = True, lr_of: dict[str, float] | None = None) -> torch.optim.Optimizer:
+                   bias_correction: bool = True, lr_of: dict[str, float] | None = None,
+                   fused: bool = False) -> torch.optim.Optimizer:
+    """`fused`: torch's fused AdamW kernel (CPU and CUDA); there is none without bias correction."""
     groups = param_groups(model, weight_decay, lr, lr_of)
     if bias_correction:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused or None)
+    if fused:
+        raise ValueError("torch's fused AdamW always corrects bias: the no-bias-correction variant runs unfused")
     return AdamWNoBiasCorrection(groups, lr=lr, betas=betas, eps=eps)
 
 

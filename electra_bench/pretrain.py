@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,16 +45,34 @@ class PretrainSettings:
     device: str  # cpu | cuda
     log_every: int = 50
     save_every: int = 500
+    # GPU options (schema.PretrainConfig explains each); the defaults are the loop as it was before them
+    fused_adam: bool = False
+    compile: str = "off"  # off | a torch.compile mode
+    tf32: bool = True
+    grad_accumulation: int = 1
+    sdpa_backend: str = "auto"  # auto | flash | efficient | cudnn | math
 
 
 class NonFiniteLoss(RuntimeError):
     """Raised when the loss becomes NaN or infinite: the unit fails with this reason, the suite goes on."""
 
 
+def load_batch(blocks: Blocks, rows: np.ndarray, device: str) -> tuple[Batch, int]:
+    """The batch of `rows` on `device`, and its count of non-pad tokens (counted on the host: no device read).
+
+    On CUDA the host tensors are pinned and copied with `non_blocking`, so the copy overlaps the running step."""
+    ids_np = blocks.input_ids[rows].astype(np.int64)
+    n_tokens = int(np.count_nonzero(ids_np))  # [PAD] is id 0
+    ids, types = torch.from_numpy(ids_np), torch.from_numpy(blocks.token_type_ids[rows].astype(np.int64))
+    if device == "cuda":
+        ids, types = ids.pin_memory(), types.pin_memory()
+    ids, types = ids.to(device, non_blocking=True), types.to(device, non_blocking=True)
+    return Batch(input_ids=ids, attention_mask=(ids != 0).long(), token_type_ids=types,
+                 padded=n_tokens < ids_np.size), n_tokens
+
+
 def to_batch(blocks: Blocks, rows: np.ndarray, device: str) -> Batch:
-    ids = torch.from_numpy(blocks.input_ids[rows].astype(np.int64)).to(device)
-    types = torch.from_numpy(blocks.token_type_ids[rows].astype(np.int64)).to(device)
-    return Batch(input_ids=ids, attention_mask=(ids != 0).long(), token_type_ids=types)
+    return load_batch(blocks, rows, device)[0]
 
 
 def batch_rows(n_blocks: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -67,26 +86,41 @@ def batch_rows(n_blocks: int, batch_size: int, step: int, seed: int) -> np.ndarr
 
 
 class RTDMeter:
-    """Sums the objective's counts and turns them into the GR `metric_fn` metrics (electra-reference §7.1)."""
+    """Sums the objective's losses and counts on the device; `metrics()` reads them back once and turns them into
+    the GR `metric_fn` metrics (electra-reference §7.1). `add` never reads a tensor, so a training step that calls
+    it does not wait for the device (issue 15: one host sync per `log_every` steps, not per step)."""
+
+    LOSSES = ("gen_loss", "disc_loss", "loss")
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.losses: dict[str, list[float]] = {"gen_loss": [], "disc_loss": [], "loss": []}
+        self.keys: tuple[str, ...] | None = None  # LOSSES, then the objective's count names in its order
+        self.total: torch.Tensor | None = None  # [len(keys)] float64 running sums on the device
+        self.n = 0  # steps (batches) added
         self.probs: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
     def add(self, out: PretrainOutput) -> None:
-        for k, v in out.stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.losses["gen_loss"].append(float(out.gen_loss))
-        self.losses["disc_loss"].append(float(out.disc_loss))
-        self.losses["loss"].append(float(out.loss.detach()))
+        keys = (*self.LOSSES, *out.stats)
+        values = torch.stack([t.detach().float().reshape(()) for t in
+                              (out.gen_loss, out.disc_loss, out.loss, *out.stats.values())]).double()
+        if self.total is None:
+            self.keys, self.total = keys, values
+        else:
+            if keys != self.keys:
+                raise ValueError(f"the objective's counts changed from {self.keys} to {keys} within a log window")
+            self.total = self.total + values
+        self.n += 1
         if out.disc_probs is not None:
-            self.probs.append(out.disc_probs.float().cpu())
-            self.labels.append(out.disc_labels.float().cpu())
+            self.probs.append(out.disc_probs.float())
+            self.labels.append(out.disc_labels.float())
 
-    def metrics(self) -> dict[str, float]:
-        s, out = self.sums, {k: float(np.mean(v)) for k, v in self.losses.items() if v}
+    def read(self) -> dict[str, float]:
+        """The sums, in one device-to-host transfer ({} when nothing was added)."""
+        return dict(zip(self.keys, self.total.tolist())) if self.total is not None else {}
+
+    def metrics(self, sums: dict[str, float] | None = None) -> dict[str, float]:
+        s = self.read() if sums is None else sums
+        out = {k: s[k] / self.n for k in self.LOSSES if k in s}
         if s.get("n_selected"):
             if "gen_correct" in s:
                 out["gen_mlm_acc"] = s["gen_correct"] / s["n_selected"]
@@ -100,7 +134,7 @@ class RTDMeter:
         if s.get("n_scored"):
             out["replaced_frac"] = s["n_replaced"] / s["n_scored"]
         if self.probs:
-            labels, probs = torch.cat(self.labels).numpy(), torch.cat(self.probs).numpy()
+            labels, probs = torch.cat(self.labels).cpu().numpy(), torch.cat(self.probs).cpu().numpy()
             if 0 < labels.sum() < len(labels):
                 from sklearn.metrics import roc_auc_score
 
@@ -123,6 +157,29 @@ def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict
             meter.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
     objective.train(was_training)
     return meter.metrics()
+
+
+SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                 "math": "MATH"}  # schema names -> torch.nn.attention.SDPBackend members
+
+
+@contextmanager
+def cuda_settings(s: PretrainSettings):
+    """TF32 and the SDPA kernel for this run only: restored after, so other runs in the process set their own."""
+    if s.device != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = s.tf32
+    try:
+        with ExitStack() as stack:
+            if s.sdpa_backend != "auto":
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                stack.enter_context(sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[s.sdpa_backend])))
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: int, rng: torch.Generator) -> None:
@@ -154,12 +211,17 @@ def save_generator(objective, tokenizer, checkpoint: Path) -> None:
 def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
              tokenizer, log=lambda metrics, step: None, show_progress: bool = True) -> dict[str, float]:
     """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics."""
+    with cuda_settings(s):
+        return _pretrain(algorithm, train, heldout, s, out_dir, tokenizer, log, show_progress)
+
+
+def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
+              tokenizer, log, show_progress: bool) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    if s.device == "cuda":  # TF32 matmuls for the fp32 parts (Hopper/Ampere); bf16 autocast does the rest
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(s.seed)
     objective = algorithm.objective.to(s.device)
-    optimizer = make_optimizer(objective, s.lr, s.weight_decay, s.adam_eps, s.betas, s.bias_correction)
+    optimizer = make_optimizer(objective, s.lr, s.weight_decay, s.adam_eps, s.betas, s.bias_correction,
+                               fused=s.fused_adam)
     scheduler = linear_schedule(optimizer, s.steps, s.warmup_steps)
     rng = torch.Generator(device=s.device).manual_seed(s.seed)
     state_path, step = out_dir / "state.pt", 0
@@ -175,42 +237,63 @@ def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSe
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if s.compile != "off":  # in place: parameter names, hence state dicts and checkpoints, stay as they are
+        objective.compile(mode=None if s.compile == "default" else s.compile)
     ckpt_steps = {max(1, round(f * s.steps)): f for f in s.checkpoints}
-    meter, t_log, tokens = RTDMeter(), time.perf_counter(), 0
+    meter, t_log, tokens, checked = RTDMeter(), time.perf_counter(), 0, step  # steps up to `checked` are finite
     objective.train()
+
+    def feed(i: int) -> tuple[Batch, int]:
+        return load_batch(train, batch_rows(len(train), s.batch_size, i, s.seed), s.device)
+
+    upcoming = feed(step) if step < s.steps else None
     with progress.bar(s.steps, "pretrain", show_progress) as bar:
         bar.update(step)
         while step < s.steps:
+            # No host reads inside a step (issue 15): losses and counts stay on the device until a sync point.
             algorithm.on_step(step, s.steps)
-            batch = to_batch(train, batch_rows(len(train), s.batch_size, step, s.seed), s.device)
-            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-                out = algorithm.loss(batch, rng)
-            if not math.isfinite(float(out.loss.detach())):
-                raise NonFiniteLoss(f"pre-training loss is {float(out.loss.detach())} at step {step}")
+            batch, n_tokens = upcoming
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            micro = batch.split(s.batch_size // s.grad_accumulation) if s.grad_accumulation > 1 else [batch]
+            for part in micro:  # gradient accumulation: the step's gradient is the mean of the micro-batches'
+                with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                    out = algorithm.loss(part, rng)
+                (out.loss / len(micro) if len(micro) > 1 else out.loss).backward()
+                meter.add(out)
             torch.nn.utils.clip_grad_norm_(objective.parameters(), s.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
-            meter.add(out)
-            tokens += int(batch.attention_mask.sum())
-            if step % s.log_every == 0 or step == s.steps:
+            tokens += n_tokens
+            if step < s.steps:  # the host prepares the next batch while the device runs this step
+                upcoming = feed(step)
+            logs, evals, saves = (step % s.log_every == 0 or step == s.steps, step % s.eval_every == 0,
+                                  step % s.save_every == 0 or step in ckpt_steps or step == s.steps)
+            if not (logs or evals or saves):
+                bar.update(1)
+                continue
+            # A sync point: one read of the sums; a non-finite loss fails the unit before anything is saved.
+            sums = meter.read()
+            if not math.isfinite(sums["loss"]):
+                raise NonFiniteLoss(f"pre-training loss is {sums['loss'] / meter.n} (mean) at steps "
+                                    f"{checked + 1}-{step} (checked every {s.log_every} steps)")
+            checked = step
+            if logs:
                 now = time.perf_counter()
-                metrics = {f"train/{k}": v for k, v in meter.metrics().items()}
+                metrics = {f"train/{k}": v for k, v in meter.metrics(sums).items()}
                 metrics["train/lr"] = scheduler.get_last_lr()[0]
                 metrics["train/tokens_per_s"] = tokens / max(now - t_log, 1e-9)
                 log(metrics, step)
                 bar.update(0, f"loss {metrics['train/loss']:.3f} rec {metrics.get('train/disc_recall', 0):.2f}")
                 meter, t_log, tokens = RTDMeter(), now, 0
-            if step % s.eval_every == 0 or step == s.steps:
+            if evals or step == s.steps:
                 log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s).items()}, step)
             if step in ckpt_steps:
                 save = checkpoint_dir(out_dir, ckpt_steps[step])
                 objective.encoder().save_pretrained(save)
                 tokenizer.save_pretrained(save)
                 save_generator(objective, tokenizer, save)
-            if step % s.save_every == 0 or step in ckpt_steps or step == s.steps:
+            if saves:
                 _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
             bar.update(1)
     return evaluate(algorithm, heldout, s)

@@ -162,8 +162,8 @@ class CellTaskStats:
     task: str
     metric: str  # the headline metric name, e.g. "accuracy"
     higher_is_better: bool
-    seeds: tuple[int, ...]  # seeds of the kept runs, ascending
-    values: tuple[float, ...]  # headline values of the kept runs, in seed order
+    seeds: tuple[int, ...]  # fine-tuning seeds of the kept runs, ascending within each pretraining seed
+    values: tuple[float, ...]  # headline values of the kept runs, in (pretraining seed, seed) order
     median: float
     mean: float
     sd: float  # sample sd (ddof=1); NaN for n < 2
@@ -172,10 +172,16 @@ class CellTaskStats:
     n_degenerate: int  # runs flagged "degenerate" (predicted one class), excluded from the above
     n_diverged: int  # runs flagged "diverged" or with a non-finite headline, excluded from the above
     n_superseded: int  # older records of the same (cell, task, seed) replaced by a later one
+    pretrain_seeds: tuple[int | None, ...] = ()  # pretraining seed of each kept run (None: no pre-training/legacy)
 
     @property
     def n(self) -> int:
         return len(self.values)
+
+    @property
+    def n_pretrain(self) -> int:
+        """Distinct pretraining seeds among the kept runs (1 for a cell without pre-training)."""
+        return len(set(self.pretrain_seeds)) if self.values else 0
 
 
 def _resampled_stat(values: Sequence[float], stat: Callable, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -205,49 +211,30 @@ def bootstrap_ci(values: Sequence[float], stat: Callable = np.median, **kw) -> t
     return bootstrap_group_ci([values], stat, **kw)
 
 
-@dataclass(frozen=True)
-class DiffCI:
-    """Point estimate and bootstrap CI of a difference a − b."""
-
-    point: float
-    ci_low: float
-    ci_high: float
+def pretrain_seed(record: dict) -> int | None:
+    """A record's pretraining seed; None for a cell that does not pre-train, and for records written before the
+    field existed (read as the cell's one pretraining seed)."""
+    return record.get("pretrain_seed")
 
 
-def bootstrap_group_diff_ci(groups_a: Sequence[Sequence[float]], groups_b: Sequence[Sequence[float]],
-                            stat: Callable = np.median, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                            level: float = CI_LEVEL) -> DiffCI:
-    """CI of mean_g stat(a_g) − mean_g stat(b_g): each group (task) resampled independently.
-
-    With one group per side this is the difference of two cells on one task; with one group per GLUE task it is
-    the difference of GLUE scores (mean of per-task medians). Cells are resampled independently because seed k
-    of one cell and seed k of another fine-tune different checkpoints: the runs are not paired.
-    """
-    rng = np.random.default_rng(seed)
-    side = [np.mean([_resampled_stat(g, stat, rng, n_resamples) for g in gs], axis=0) for gs in (groups_a, groups_b)]
-    point = float(np.mean([stat(np.asarray(g, float)) for g in groups_a])
-                  - np.mean([stat(np.asarray(g, float)) for g in groups_b]))
-    return DiffCI(point, *_interval(side[0] - side[1], level))
-
-
-def bootstrap_diff_ci(values_a: Sequence[float], values_b: Sequence[float], stat: Callable = np.median,
-                      **kw) -> DiffCI:
-    """Bootstrap CI of stat(values_a) − stat(values_b) (keywords as in `bootstrap_group_diff_ci`)."""
-    return bootstrap_group_diff_ci([values_a], [values_b], stat, **kw)
+def _seed_order(key: tuple[int | None, int]) -> tuple:
+    return (-1 if key[0] is None else key[0], key[1])
 
 
 def _latest_per_seed(records: list[dict]) -> tuple[list[dict], int]:
-    """Keep one record per seed: the latest `finished_at` (file order breaks ties). Returns (kept, n_dropped).
+    """Keep one record per (pretraining seed, fine-tuning seed): the latest `finished_at` (file order breaks ties).
+    Returns (kept, n_dropped), kept in (pretraining seed, seed) order.
 
-    Different run_keys for the same cell/task/seed arise when code or data versions change and the suite is
+    Different run_keys for the same cell/task/seeds arise when code or data versions change and the suite is
     re-run; counting both would inflate n, so the newer wins and the count of replaced ones is reported.
     """
-    best: dict[int, tuple[str, int, dict]] = {}
+    best: dict[tuple, tuple[str, int, dict]] = {}
     for i, r in enumerate(records):
         key = (str(r.get("finished_at") or ""), i, r)
-        if r["seed"] not in best or key[:2] > best[r["seed"]][:2]:
-            best[r["seed"]] = key
-    kept = [best[s][2] for s in sorted(best)]
+        seeds = (pretrain_seed(r), r["seed"])
+        if seeds not in best or key[:2] > best[seeds][:2]:
+            best[seeds] = key
+    kept = [best[s][2] for s in sorted(best, key=_seed_order)]
     return kept, len(records) - len(kept)
 
 
@@ -267,6 +254,7 @@ def _cell_task_stats(cell: str, task: str, records: list[dict], n_resamples: int
     return CellTaskStats(
         cell=cell, task=task, metric=metrics.pop(), higher_is_better=directions.pop(),
         seeds=tuple(r["seed"] for r in good), values=tuple(float(x) for x in v),
+        pretrain_seeds=tuple(pretrain_seed(r) for r in good),
         median=float(np.median(v)) if len(v) else math.nan, mean=float(v.mean()) if len(v) else math.nan,
         sd=float(v.std(ddof=1)) if len(v) > 1 else math.nan, ci_low=lo, ci_high=hi,
         n_degenerate=kind.count(DEGENERATE), n_diverged=kind.count(DIVERGED), n_superseded=n_superseded)
@@ -372,14 +360,15 @@ def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
 
 # --------------------------------------------------------------------------------------------------- verdicts
 
-VERDICTS = ("reproduced", "contradicted", "inconclusive")
-MIN_RUNS = 3  # fewer kept seeds per task give a near-zero-width bootstrap CI, i.e. false certainty
+# The four verdicts (verdicts.py judges them; tables.py and the README's claims table print them).
+VERDICTS = ("reproduced", "contradicted", "inconclusive", "out of regime")
 _PAIR_KEYS, _BEST_KEYS = {"name", "better", "worse", "metric"}, {"name", "best_among", "expected", "metric"}
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome of one claim; `diff` and its CI are the improvement of `better` over `worse` (direction-aware)."""
+    """Outcome of one claim; `diff` and its CI are the improvement of `better` over `worse` (direction-aware):
+    the difference of means over pretraining and fine-tuning seeds, with its Multi-Bootstrap interval (stats.py)."""
 
     name: str
     verdict: str  # one of VERDICTS
@@ -390,6 +379,15 @@ class Verdict:
     ci_low: float
     ci_high: float
     note: str = ""
+    reason: str = ""  # why the verdict is not decisive: "too few pretraining seeds", "no random-init control", ...
+    mde: float = math.nan  # minimum detectable effect of the design at 80% power
+    mde_floor: bool = False  # the MDE omits unmeasured pretraining-seed variance (a lower bound)
+    n_pretrain: tuple[int, int] = (0, 0)  # pretraining seeds of better and worse (0: the cell does not pre-train)
+
+    @property
+    def label(self) -> str:
+        """The verdict as printed: `inconclusive: too few pretraining seeds`, `out of regime: ...`."""
+        return f"{self.verdict}: {self.reason}" if self.reason else self.verdict
 
 
 def select_cells(infos: Mapping[str, CellInfo], selector: str | Mapping) -> list[str]:
@@ -399,111 +397,3 @@ def select_cells(infos: Mapping[str, CellInfo], selector: str | Mapping) -> list
     if isinstance(selector, Mapping):
         return [c for c, i in infos.items() if all(k in i.axes and i.axes[k] == v for k, v in selector.items())]
     raise TypeError(f"a selector is a label string or an axis dict, not {selector!r}")
-
-
-class _Scores:
-    """Per-cell kept headline values for one claim metric (one group per task; GLUE has one per GLUE task)."""
-
-    def __init__(self, records: list[dict], metric: str, glue_tasks: Sequence[str] | None, min_runs: int):
-        stats = {(s.cell, s.task): s for s in aggregate(records, n_resamples=1)}  # CIs are recomputed per claim
-        self.infos = cell_infos(records)
-        if metric == "glue" and not glue_tasks:
-            raise ValueError("a claim on metric 'glue' needs the list of GLUE tasks")
-        tasks = list(glue_tasks) if metric == "glue" else [metric]
-        known = sorted({t for _, t in stats})
-        if metric != "glue" and metric not in known:
-            raise ValueError(f"claim metric '{metric}' matches no task in the records{did_you_mean(metric, known)}")
-        self.groups: dict[str, list[tuple[float, ...]]] = {}
-        for cell in self.infos:
-            ss = [stats.get((cell, t)) for t in tasks]
-            if all(s is not None and s.n >= min_runs for s in ss):
-                self.groups[cell] = [s.values for s in ss]
-        directions = {s.higher_is_better for (_, t), s in stats.items() if t in tasks}
-        if len(directions) > 1:
-            raise ValueError(f"claim metric '{metric}' mixes higher- and lower-is-better tasks")
-        self.higher_is_better = directions.pop() if directions else True
-
-    def key(self, cell: str) -> float:
-        """Ranking key, larger is better: the (GLUE-averaged) median, negated for lower-is-better metrics."""
-        point = float(np.mean([np.median(g) for g in self.groups[cell]]))
-        return point if self.higher_is_better else -point
-
-    def compare(self, a: str, b: str, n_resamples: int, seed: int) -> DiffCI:
-        """Improvement of a over b with its bootstrap CI."""
-        d = bootstrap_group_diff_ci(self.groups[a], self.groups[b], n_resamples=n_resamples, seed=seed)
-        return d if self.higher_is_better else DiffCI(-d.point, -d.ci_high, -d.ci_low)
-
-
-def _no_data(claim: dict, metric: str, better: str, worse: str, note: str) -> Verdict:
-    return Verdict(claim["name"], "inconclusive", metric, better, worse, math.nan, math.nan, math.nan, note)
-
-
-def _pairwise(claim: dict, sc: _Scores, metric: str, n_resamples: int, seed: int) -> Verdict:
-    ends = []
-    for side in ("better", "worse"):
-        cells = select_cells(sc.infos, claim[side])
-        if len(cells) > 1:
-            raise ValueError(f"claim '{claim['name']}': {side} selector {claim[side]!r} matches {len(cells)} cells: "
-                             f"{', '.join(cells)}")
-        ends.append(cells[0] if cells else None)
-    names = [sc.infos[c].name if c else str(claim[s]) for c, s in zip(ends, ("better", "worse"))]
-    lacking = [n for c, n in zip(ends, names) if c not in sc.groups]
-    if lacking:
-        return _no_data(claim, metric, *names, f"fewer than the minimum runs (or no records) for: {', '.join(lacking)}")
-    d = sc.compare(ends[0], ends[1], n_resamples, seed)
-    verdict = "reproduced" if d.ci_low > 0 else "contradicted" if d.ci_high < 0 else "inconclusive"
-    return Verdict(claim["name"], verdict, metric, *names, d.point, d.ci_low, d.ci_high)
-
-
-def _best_among(claim: dict, sc: _Scores, metric: str, n_resamples: int, seed: int) -> Verdict:
-    expected = {c for sel in claim["expected"] for c in select_cells(sc.infos, sel)}
-    candidates = list(dict.fromkeys(c for sel in [*claim["best_among"], *claim["expected"]]
-                                    for c in select_cells(sc.infos, sel)))
-    ranked = sorted((c for c in candidates if c in sc.groups), key=sc.key, reverse=True)  # stable: ties keep order
-    skipped = [sc.infos[c].name for c in candidates if c not in sc.groups]
-    note = f"skipped (too few runs or no records): {', '.join(skipped)}" if skipped else ""
-    inside, outside = [c for c in ranked if c in expected], [c for c in ranked if c not in expected]
-    if not inside or not outside:
-        return _no_data(claim, metric, "", "", f"need data both inside and outside `expected`. {note}".strip())
-    top = ranked[0]
-    rival = (outside if top in expected else inside)[0]  # the best cell on the other side of the claim
-    d = sc.compare(top, rival, n_resamples, seed)
-    verdict = "inconclusive" if d.ci_low <= 0 else "reproduced" if top in expected else "contradicted"
-    return Verdict(claim["name"], verdict, metric, sc.infos[top].name, sc.infos[rival].name,
-                   d.point, d.ci_low, d.ci_high, note)
-
-
-def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks: Sequence[str] | None = None, *,
-                    min_runs: int = MIN_RUNS, n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[Verdict]:
-    """Verdict per claim, from records alone. Rules:
-
-    * Pairwise `{"name", "better", "worse", "metric"}`: with the bootstrap 95% CI of the improvement of `better`
-      over `worse` (median of kept seeds per task; for metric "glue" the mean over `glue_tasks` of medians,
-      each task resampled independently): "reproduced" if the CI lies above 0, "contradicted" if below 0,
-      "inconclusive" if it contains 0. Improvement is better − worse, or worse − better for lower-is-better.
-    * `{"name", "best_among", "expected", "metric"}`: rank all selected cells by point estimate. If the best is in
-      `expected` and its CI against the best cell outside `expected` lies above 0: "reproduced". If the best is
-      outside `expected` and its CI against the best cell inside lies above 0: "contradicted". Otherwise
-      "inconclusive". "metric" defaults to "glue" for this form.
-    * Either form may add `task`: then `metric` is a metric recorded by that task's fine-tunes, such as the
-      robustness metric `robust_rel_drop/all` (lower is better), judged like a headline (`metric_view`).
-    * A selector is a label/cell string or an axis dict; a pairwise side must match at most one cell. A cell with
-      fewer than `min_runs` kept (unflagged) runs on any needed task, or no records, yields "inconclusive" with
-      a note: a verdict is never drawn from a zero-width interval. Malformed claims raise ValueError.
-    """
-    out = []
-    for claim in claims:
-        keys = set(claim) - {"task"}
-        best_form = keys in (_BEST_KEYS, _BEST_KEYS - {"metric"})
-        form = _pairwise if keys == _PAIR_KEYS else _best_among if best_form else None
-        if form is None:
-            raise ValueError(f"claim {claim.get('name', claim)!r}: keys {sorted(keys)} are neither "
-                             f"{sorted(_PAIR_KEYS)} nor {sorted(_BEST_KEYS)} (either with an optional 'task')")
-        metric = claim.get("metric", "glue")
-        if "task" in claim:  # a recorded metric of one task, judged as its headline would be
-            view = metric_view(records, metric, claim["task"])
-            sc, label = _Scores(view, claim["task"], None, min_runs), f"{claim['task']} {metric}"
-        else:
-            sc, label = _Scores(list(records), metric, glue_tasks, min_runs), metric
-        out.append(form(claim, sc, label, n_resamples, seed))
-    return out

@@ -12,9 +12,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
-from .suite import (Plan, Unit, base_record, cell_digest, encoder_source, failure_reason, pretrain_dir,
-                    store_record, stored_record, timed, upstream_of)
 from .paths import path_part
+from .suite import (
+    Plan,
+    Unit,
+    base_record,
+    cell_digest,
+    encoder_source,
+    failure_reason,
+    pretrain_dir,
+    store_record,
+    stored_record,
+    timed,
+    upstream_of,
+)
 from .tasks import TASKS
 from .tracking import environment_info, flatten, make_tracker
 
@@ -27,17 +38,20 @@ def table_spec(plan: Plan) -> dict:
     glue = [t for t in columns if TASKS.get(t).format == "glue_tsv"]
     spec = {"title": f"{cfg.name}: {cfg.description}".strip(": "), "columns": columns, "glue_tasks": glue,
             "extra": cfg.table.extra, "reference": cfg.table.reference, "claims": cfg.table.claims,
-            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells]}
+            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells],
+            "controls": [c.label for c in plan.suite.cells if c.config.finetune.init == "random"]}
     return {k: v for k, v in spec.items() if v}
 
 
 def render(plan: Plan) -> list[Path]:
     from .tables import render_all
+    from .verdicts import judge
 
     records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
     if not records:
         return []
-    return render_all(records, table_spec(plan), plan.records_path.parent)
+    spec = table_spec(plan)
+    return render_all(records, spec, plan.records_path.parent, judge(records, spec))
 
 
 def resolved_config(plan: Plan) -> str:
@@ -95,7 +109,7 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
     failed_pretrain: dict[str, str] = {}
     bad: list[Unit] = []
     with suite_run_of(plan, tracker) as suite_run:
-        for cell in plan.suite.cells:
+        for cell in plan.cells:
             units = [u for u in plan.units if u.cell is cell]
             if all(u.status == "done" for u in units):
                 continue
@@ -134,7 +148,7 @@ def suite_run_of(plan: Plan, tracker):
 def cell_run_of(plan: Plan, tracker, cell, suite_run):
     """A cell's MLflow run under the suite run, with the cell's whole config as params."""
     name = plan.suite.config.name
-    with tracker.run(f"cell/{cell.label}", f"cell:{name}:{cell_digest(cell)}", "cell", suite_run,
+    with tracker.run(f"cell/{cell.run_label}", f"cell:{name}:{cell_digest(cell)}", "cell", suite_run,
                      {"suite": name}) as cell_run:
         cell_run.log_params({**flatten(cell.config.model_dump(mode="json")), "cell.label": cell.label})
         yield cell_run
@@ -146,7 +160,8 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bo
     write = commit or (lambda record: results_mod.append_record(plan.records_path, record))
     name = unit_name(unit)
     counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "failed", "blocked")}
-    progress = f"[{counts['done']}/{len(plan.units)} done" + (f", {counts['failed']} failed" if counts["failed"] else "") \
+    progress = f"[{counts['done']}/{len(plan.units)} done" \
+        + (f", {counts['failed']} failed" if counts["failed"] else "") \
         + (f", {counts['blocked']} blocked" if counts["blocked"] else "") + "]"
     _log(f"-> {progress} {name}")
     with _unit_lock(plan, unit):  # two suites sharing a pre-training: the second waits, then adopts it
@@ -159,7 +174,7 @@ def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bo
 
 def unit_name(unit: Unit) -> str:
     """<stage>/<cell label>[/<task>/seed<k>]: the unit's MLflow run name and log line."""
-    return f"{unit.kind}/{unit.cell.label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
+    return f"{unit.kind}/{unit.cell.run_label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
 
 
 @contextmanager
@@ -247,7 +262,7 @@ def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> No
     """Take a unit another suite already ran (same run key): its record, re-labelled for this suite and cell;
     its numbers, code version and wall time stay those of the run that made them."""
     here = base_record(plan, unit)
-    record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes")},
+    record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes", "pretrain_seed")},
               "shared_from": shared.get("shared_from", shared["suite"])}
     tags = {"suite": plan.suite.config.name, "shared_from": record["shared_from"]}
     with tracker.run(unit_name(unit), unit.key, unit.kind, cell_run, tags) as run:
@@ -262,6 +277,7 @@ def _log_cell_summary(plan: Plan, cell, cell_run) -> None:
     """Seed-aggregated task scores on the cell run (median over seeds, the paper's statistic)."""
     if not plan.records_path.exists():
         return
-    records = [r for r in results_mod.read_records(plan.records_path) if r.get("cell") == cell.label]
+    records = [r for r in results_mod.read_records(plan.records_path) if r.get("cell") == cell.label
+               and (cell.pretrain_seed is None or r.get("pretrain_seed") == cell.pretrain_seed)]
     stats = results_mod.aggregate([r for r in records if r["unit"] == "finetune"])
     cell_run.log_metrics({f"median/{s.task}": s.median for s in stats if s.median is not None})

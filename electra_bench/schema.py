@@ -50,6 +50,12 @@ def _too_big(v: Any) -> bool:
     return False
 
 
+def _distinct(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise ValueError("pretrain_seeds must be a non-empty list without repeats")
+    return seeds
+
+
 class ModelConfig(Strict):
     """Discriminator (and MLM baseline) encoder. The generator is derived from it (sizes.generator_dims)."""
 
@@ -67,7 +73,7 @@ class ModelConfig(Strict):
 
 class TokenizerConfig(Strict):
     vocab: str = "vocab/bert-base-uncased-vocab.txt"  # ELECTRA's uncased vocab; relative to the data root
-    train_vocab_size: int | None = Field(None, ge=256, le=1_000_000)  # train a WordPiece vocab of this size on the corpus
+    train_vocab_size: int | None = Field(None, ge=256, le=1_000_000)  # train a WordPiece vocab of this size
     train_max_bytes: int = Field(50_000_000, gt=0)  # corpus text read to train that vocab
     lowercase: bool = True  # ELECTRA models are uncased (electra-reference §12.2)
 
@@ -113,13 +119,29 @@ class PretrainConfig(Strict):
     grad_clip: float = Field(1.0, gt=0)  # GR optimization.py global-norm clip
     batch_size: Batch = 128  # T6 Small: 128
     steps: Steps = 1_000_000  # T6 Small: 1M; ignored when `budget_flops` is set
-    budget_flops: float | None = Field(None, gt=0, le=MAX_FLOPS)  # equal-compute budget: steps = budget / FLOPs per step
+    budget_flops: float | None = Field(None, gt=0, le=MAX_FLOPS)  # steps = budget / FLOPs per step
     eval_every: Steps = 500  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0, le=100_000)
+    # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
+    # steps / 20, at most 50. Logging only: not part of the run key.
+    log_every: Steps | None = None
     checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU options (issue 15); each default is what the loop did before the option existed. Speed-only ones
+    # (fused_adam, compile, sdpa_backend: the same arithmetic, other kernels) are not part of the run key; the
+    # numerics-changing ones (tf32, grad_accumulation) are, and are left out of it at their defaults (suite.py).
+    fused_adam: bool = False  # torch's fused AdamW: one kernel for all tensors; needs adam_bias_correction
+    # torch.compile of the objective's forward ("off" | a torch.compile mode); the best mode is measured by
+    # benchmarks/pretrain_step.py --device cuda
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "off"
+    tf32: bool = True  # CUDA: TF32 matmuls for the fp32 parts (10-bit mantissa, Ampere and later); CPU: no effect
+    # micro-batches per optimiser step (batch_size / grad_accumulation each): batches of 128-1024 in less memory
+    grad_accumulation: int = Field(1, ge=1, le=64)
+    # CUDA, model.attention "sdpa": the one SDPA kernel allowed ("auto": torch's choice; "flash" needs no padding
+    # in the batch, which the pre-training loop knows on the host and then passes no mask)
+    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
 
     @field_validator("checkpoints")
     @classmethod
@@ -145,6 +167,12 @@ class PretrainConfig(Strict):
             raise ValueError("a unigram generator has nothing to train: algorithm must be 'joint'")
         if self.objective == "mlm" and self.algorithm != "joint":
             raise ValueError("objective 'mlm' has no generator: algorithm must be 'joint'")
+        if self.fused_adam and not self.adam_bias_correction:
+            raise ValueError("fused_adam is torch's AdamW, which always corrects bias: the official no-bias-correction "
+                             "variant (adam_bias_correction false) runs unfused")
+        if self.batch_size % self.grad_accumulation:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of grad_accumulation "
+                             f"{self.grad_accumulation}")
         return self
 
 
@@ -202,6 +230,15 @@ class RunConfig(Strict):
 class CellSpec(Strict):
     label: str | None = None  # row name in tables ("ELECTRA", "random init")
     set: dict[str, Any] = {}  # dotted path -> value, applied on top of `base`
+    # This row's pretraining seeds, overriding the suite's `pretrain_seeds` (e.g. Table 1's partly trained
+    # checkpoints of one pre-training beside fully seeded ELECTRA / BERT rows). None: the suite's.
+    pretrain_seeds: list[int] | None = None
+    crossed: bool = True  # False: one row, not crossed with the suite's axes (a control, e.g. random init)
+
+    @field_validator("pretrain_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _distinct(v)
 
 
 class TrackingConfig(Strict):
@@ -213,7 +250,7 @@ class TableConfig(Strict):
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
     extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
-    claims: list[dict[str, Any]] = []  # verdicts, see tables.py
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys listed in tables.py
     plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
 
 
@@ -309,6 +346,10 @@ class SuiteConfig(Strict):
     zip_axes: bool = False  # True: zip the axes (equal lengths) instead of the cartesian product
     tasks: list[str] = []
     seeds: list[int] = [0, 1, 2]  # fine-tuning seeds per task (paper: median of 10, §3.1)
+    # Pretraining seeds of every pre-trained cell, crossed with `seeds`: a claim about a pretraining method is a
+    # claim over pretraining runs (MultiBERTs, Sellam et al. ICLR 2022; the paper's own 14 re-pretrainings spread
+    # 0.57 GLUE, electra-reference). Each sets `pretrain.seed`. None: each cell's one `pretrain.seed` (keys as before).
+    pretrain_seeds: list[int] | None = None
     custom_tasks: list[dict[str, Any]] = []  # new GLUE-TSV / CoNLL tasks by configuration (tasks/base.py)
     table: TableConfig = TableConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -342,6 +383,11 @@ class SuiteConfig(Strict):
         if not v:
             raise ValueError("a suite needs at least one cell")
         return v
+
+    @field_validator("pretrain_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        return _distinct(v)
 
     @field_validator("axes")
     @classmethod

@@ -43,9 +43,10 @@ def resolve_dims(size: str, **overrides: int | None) -> Dims:
 def generator_dims(disc: Dims, fraction: float) -> Dims:
     """Generator dims for a fraction of the discriminator's width (Paper §3.2, Table 6: 1/4 for Small).
 
-    Official rule: hidden = round(f*H), FFN = round(f*FFN) (= 4*hidden for 4x presets), heads = max(1, hidden // 64), same depth. For CPU-scale
-    models with fewer than 64 dims per head we keep the discriminator's head size instead (heads scale with
-    width), so a 1/4 generator of a 128-wide/2-head model has 32 dims and 1 head, not a 0-head model.
+    Official rule: hidden = round(f*H), FFN = round(f*FFN) (= 4*hidden for 4x presets), heads = max(1, hidden // 64),
+    same depth. For CPU-scale models with fewer than 64 dims per head we keep the discriminator's head size instead
+    (heads scale with width), so a 1/4 generator of a 128-wide/2-head model has 32 dims and 1 head, not a 0-head
+    model.
     The embedding size is the discriminator's: embeddings are shared (§3.2) and projected to the generator width.
     """
     if not 0 < fraction <= 1:

@@ -8,9 +8,17 @@ per (task, seed). A unit's run key hashes everything that determines its result:
   provenance, not into keys, so an unrelated commit does not invalidate finished work),
 - for a fine-tune, the run key of the pre-training it starts from.
 Finished units are found through their records and skipped; an interrupted pre-training resumes from its state.
+
+Pretraining seeds (`pretrain_seeds`, MultiBERTs): each pre-trained cell is copied once per seed with `pretrain.seed`
+set (`seed_cells`), so each copy has its own pre-training key and fine-tune keys; the seed that equals the cell's
+own `pretrain.seed` keeps the keys it had without the list. Cells that do not pre-train (random init, an external
+encoder) are not copied: their encoder initialisation is drawn by the fine-tuning seed. Every record carries
+`pretrain_seed` (None for those cells); records written before the field existed are read as one seed. MLflow:
+one cell run per (cell, pretraining seed), named `cell/<label>/pretrain_seed<k>`, under the suite run.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -27,7 +35,13 @@ from .schema import RunConfig
 from .tasks import TASKS, TaskSpec, default_data_root, register_task, task_from_dict
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
-NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.device", "finetune.device")
+NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
+                "finetune.device",
+                # speed-only GPU options (issue 15): other kernels for the same arithmetic, like `device`
+                "pretrain.fused_adam", "pretrain.compile", "pretrain.sdpa_backend")
+# Semantic fields added after results were keyed: left out of the key at these values (what the code did before
+# they existed), so finished units keep their keys; any other value changes it.
+KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1}
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 
@@ -41,6 +55,10 @@ def _semantic(run: RunConfig, sections: tuple[str, ...]) -> dict:
         sec, key = path.split(".")
         if sec in data:
             data[sec].pop(key, None)
+    for path, before in KEYED_UNLESS_DEFAULT.items():
+        sec, key = path.split(".")
+        if sec in data and data[sec].get(key) == before:
+            data[sec].pop(key)
     return data
 
 
@@ -98,6 +116,7 @@ class Plan:
     suite: Suite
     data_root: Path
     units: list[Unit] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)  # seed_cells(suite): one per (cell, pretraining seed)
 
     @property
     def records_path(self) -> Path:
@@ -132,16 +151,36 @@ def failures(work_dir: Path) -> dict[str, str]:
     return out
 
 
+def seed_cells(suite: Suite) -> list[Cell]:
+    """The suite's cells with each pre-trained cell repeated once per entry of its `pretrain_seeds` (its
+    `pretrain.seed` set to it); a cell without the list is itself (unchanged: every run key stays what it was)."""
+    out = []
+    for cell in suite.cells:
+        if cell.pretrain_seeds is None or not needs_pretraining(cell.config):
+            out.append(cell)
+            continue
+        for s in cell.pretrain_seeds:
+            pre = cell.config.pretrain.model_copy(update={"seed": s})
+            out.append(dataclasses.replace(cell, config=cell.config.model_copy(update={"pretrain": pre}),
+                                           pretrain_seed=s))
+    return out
+
+
+def pretrain_seed_of(cell: Cell) -> int | None:
+    """The pretraining seed a record of this cell carries: None for a cell that does not pre-train."""
+    return cell.config.pretrain.seed if needs_pretraining(cell.config) else None
+
+
 def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     root = Path(data_root or suite.config.data_root or default_data_root())
     register_custom_tasks(suite)
-    plan = Plan(suite, root)
+    plan = Plan(suite, root, cells=seed_cells(suite))
     done = {r["run_key"] for r in read_records_safe(plan.records_path)}
     failed = failures(plan.work_dir)
     from .robustness import key_identity
 
     robust = key_identity(suite, root)
-    for cell in suite.cells:
+    for cell in plan.cells:
         up = upstream_of(cell.config, root)
         if needs_pretraining(cell.config) and all(u.key != up for u in plan.units):  # shared cells run once
             plan.units.append(Unit("pretrain", cell, up, status="done" if up in done else "pending"))
@@ -178,6 +217,7 @@ def base_record(plan: Plan, unit: Unit) -> dict:
     return {"suite": plan.suite.config.name, "unit": unit.kind, "run_key": unit.key,
             "cell": unit.cell.label, "label": unit.cell.label, "axes": unit.cell.axes, "task": unit.task,
             "seed": unit.seed if unit.kind == "finetune" else unit.cell.config.pretrain.seed,
+            "pretrain_seed": pretrain_seed_of(unit.cell),
             "code_version": code_version(), "finished_at": _now()}
 
 

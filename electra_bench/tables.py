@@ -18,7 +18,9 @@ presentation; all optional, unknown keys raise:
   digits          int, decimals of metric values (default 1)
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (paper)" column beside ours
   reference_name  str, the word used for those columns (default "paper")
-  claims          [claims] judged by `results.evaluate_claims` (rules in its docstring) into the verdicts section
+  claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;
+                  the caller passes the judged Verdicts to `build_table` / `render_all`, which only print them
+  controls        [selectors] of the suite's random-init cells, the regime check of those verdicts
   plots           [{"axis": dotted path | "train_flops" | "params", "metric": task | "glue", "file": "x.png",
                     "logx": bool}]; file defaults to "<metric>_vs_<axis>.png"
 """
@@ -35,14 +37,23 @@ import numpy as np
 
 from electra_bench import robustness_tables
 from electra_bench.registry import did_you_mean
-from electra_bench.results import (CellInfo, Verdict, aggregate, bootstrap_group_ci, cell_infos, evaluate_claims,
-                                   glue_score, pretrain_summary, select_cells)
+from electra_bench.results import (
+    CellInfo,
+    Verdict,
+    aggregate,
+    bootstrap_group_ci,
+    cell_infos,
+    glue_score,
+    pretrain_summary,
+    select_cells,
+)
 
 GLUE = "GLUE"
 SPEC_KEYS = ("title", "columns", "glue_tasks", "rows", "extra", "spread", "digits", "reference",
-             "reference_name", "claims", "plots")
+             "reference_name", "claims", "controls", "plots")
 _SPEC_DEFAULTS = {"title": "Results", "columns": None, "glue_tasks": None, "rows": None, "extra": [],
-                  "spread": "sd", "digits": 1, "reference": {}, "reference_name": "paper", "claims": [], "plots": []}
+                  "spread": "sd", "digits": 1, "reference": {}, "reference_name": "paper", "claims": [], "controls": [],
+                  "plots": []}
 
 
 def resolve_spec(spec: Mapping, records: Sequence[dict]) -> dict:
@@ -68,6 +79,7 @@ class Entry:
     sd: float = math.nan
     ci: tuple[float, float] = (math.nan, math.nan)
     n: int | None = None  # kept runs; None for values that are not over fine-tuning seeds
+    n_pretrain: int = 1  # distinct pretraining seeds among the kept runs
     n_degenerate: int = 0
     n_diverged: int = 0
     best: bool = False
@@ -121,8 +133,9 @@ def show_glue(glue_tasks: Sequence[str], reference: Mapping) -> bool:
     return len(glue_tasks) >= 2 or (len(glue_tasks) == 1 and any(GLUE in ref for ref in reference.values()))
 
 
-def build_table(records: Sequence[dict], spec: Mapping) -> Table:
-    """Aggregate records into a Table following `spec` (see the module docstring for its keys)."""
+def build_table(records: Sequence[dict], spec: Mapping, verdicts: Sequence[Verdict] = ()) -> Table:
+    """Aggregate records into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
+    claims judged by verdicts.judge, printed as they are."""
     spec = resolve_spec(spec, records)
     infos, stats = cell_infos(records), aggregate(records)
     by = {(s.cell, s.task): s for s in stats}
@@ -144,7 +157,7 @@ def build_table(records: Sequence[dict], spec: Mapping) -> Table:
         for task in spec["columns"]:
             if (s := by.get((cell, task))) is not None:
                 table.entries[(name, task)] = Entry(s.median if s.n else None, s.sd, (s.ci_low, s.ci_high), s.n,
-                                                    s.n_degenerate, s.n_diverged)
+                                                    s.n_pretrain, s.n_degenerate, s.n_diverged)
         if GLUE in columns and cell in glue:
             groups = [by[(cell, t)].values for t in glue_tasks] if glue[cell].value is not None else []
             table.entries[(name, GLUE)] = Entry(glue[cell].value, ci=bootstrap_group_ci(groups))
@@ -161,7 +174,7 @@ def build_table(records: Sequence[dict], spec: Mapping) -> Table:
     if GLUE in columns:
         _mark_best(table, GLUE, True, spec["digits"])
     table.notes = _notes(records, stats, spec, columns)
-    table.verdicts = evaluate_claims(records, spec["claims"], glue_tasks) if spec["claims"] else []
+    table.verdicts = list(verdicts)
     table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec["columns"])
     return table
 
@@ -207,7 +220,8 @@ def _fmt_entry(e: Entry | None, column: str, spec: dict, bold: tuple[str, str]) 
         return value + ci
     spread = ci if spec["spread"] == "ci" else f" ± {e.sd:.{d}f}" if _ok(e.sd) else ""
     flags = f"; {_flag_text(e)}" if e.n_degenerate or e.n_diverged else ""
-    return f"{value}{spread} ({e.n}{flags})"
+    runs = f"{e.n} over {e.n_pretrain} pre-trainings" if e.n_pretrain > 1 else f"{e.n}"
+    return f"{value}{spread} ({runs}{flags})"
 
 
 def _flag_text(e: Entry) -> str:
@@ -244,11 +258,13 @@ def render_markdown(table: Table) -> str:
 
 
 def render_verdict(v: Verdict) -> str:
-    """One markdown list item: claim, verdict, and the improvement of the better over the worse cell with CI."""
+    """One markdown list item: claim, verdict, the improvement of the better over the worse cell (difference of
+    means) with its Multi-Bootstrap 95% interval, and the design's minimum detectable effect."""
     if not _ok(v.diff):
-        return f"- **{v.name}** ({v.metric}): {v.verdict} — {v.note}"
-    text = (f"- **{v.name}** ({v.metric}): {v.verdict} — {v.better} vs {v.worse}: "
-            f"{v.diff:+.2f} [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]")
+        return f"- **{v.name}** ({v.metric}): {v.label} — {v.note}"
+    ci = f" [95% CI {v.ci_low:+.2f}, {v.ci_high:+.2f}]" if _ok(v.ci_low) else ""
+    mde = f"; MDE {'≥ ' if v.mde_floor else ''}{v.mde:.2f}" if _ok(v.mde) else ""
+    text = f"- **{v.name}** ({v.metric}): {v.label} — {v.better} vs {v.worse}: {v.diff:+.2f}{ci}{mde}"
     return text + (f" ({v.note})" if v.note else "")
 
 
@@ -363,12 +379,13 @@ def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, ou
 _PLOT_KEYS = ("axis", "metric", "file", "logx")
 
 
-def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path) -> list[Path]:
-    """Write table.md (with verdicts), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
+def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path,
+               verdicts: Sequence[Verdict] = ()) -> list[Path]:
+    """Write table.md (with `verdicts`), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
     spec = resolve_spec(spec, records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(records, spec)
+    table = build_table(records, spec, verdicts)
     paths = []
     for name, text in (("table.md", render_markdown(table)), ("table.tex", render_latex(table)),
                        ("table.csv", render_csv(table))):

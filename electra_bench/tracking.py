@@ -1,7 +1,8 @@
 """Experiment tracking. The only module that imports mlflow (DESIGN.md principle 6).
 
 Layout (one experiment per suite): suite run -> cell runs (pre-training config, RTD metrics, seed-aggregated
-task scores) -> fine-tune runs (task x seed). Nesting is MLflow's parent-run tag. Params are dotted config paths,
+task scores; one per cell and pretraining seed, `cell/<label>/pretrain_seed<k>`, when the suite lists
+`pretrain_seeds`) -> fine-tune runs (task x seed). Nesting is MLflow's parent-run tag. Params are dotted config paths,
 so the UI's parallel-coordinates and scatter charts can use them as axes. Every run carries its run key as a tag;
 a re-run reuses the run with that key instead of creating a duplicate. Finding-or-creating by key is not atomic in
 MLflow, so each key has one creator at a time: `run` holds the suite's lock, and workers (worker.py) create a run
@@ -16,9 +17,10 @@ import json
 import re
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
 

@@ -117,7 +117,9 @@ def settings_for(run: RunConfig, steps: int, device: str) -> PretrainSettings:
         weight_decay=pre.weight_decay, adam_eps=pre.adam_eps, betas=(pre.adam_beta1, pre.adam_beta2),
         bias_correction=pre.adam_bias_correction, grad_clip=pre.grad_clip, eval_every=pre.eval_every,
         eval_batches=pre.eval_batches, checkpoints=tuple(pre.checkpoints), seed=pre.seed,
-        precision=pre.precision, device=device, log_every=min(50, max(1, steps // 20)))
+        precision=pre.precision, device=device, log_every=pre.log_every or min(50, max(1, steps // 20)),
+        fused_adam=pre.fused_adam, compile=pre.compile, tf32=pre.tf32, grad_accumulation=pre.grad_accumulation,
+        sdpa_backend=pre.sdpa_backend)
 
 
 def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None) -> dict:
@@ -173,10 +175,11 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
                  log=lambda m, s: None, predictions_dir: Path | None = None, robustness=None) -> dict:
     """Fine-tune one (task, seed) from `encoder_source` (a save_pretrained dir or hub id; None = random init);
     `robustness` (robustness.RobustSettings): also score perturbed dev sets."""
+    from transformers import AutoTokenizer
+
     from .build import electra_config
     from .finetune import finetune
     from .model.heads import EncoderWithHead, load_encoder
-    from transformers import AutoTokenizer
 
     if encoder_source is None:
         tokenizer, _ = get_tokenizer(run, env)

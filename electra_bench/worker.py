@@ -31,12 +31,11 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from . import results as results_mod
-from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
 from .config import ConfigError
+from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
 from .runner import _log_cell_summary, _run_unit, _suite_lock, cell_run_of, render, suite_run_of
 from .suite import Plan, Unit, failure_reason, needs_pretraining, read_records_safe, upstream_of
 from .tracking import make_tracker, mask_credentials
-
 
 # --------------------------------------------------------------------------------------------- the worker loop
 
@@ -192,12 +191,13 @@ def _setup(queue: Queue, plan: Plan, tracker) -> dict:
     missing = _missing(queue, plan)
     cell_runs: dict[str, str | None] = {}
     with suite_run_of(plan, tracker) as suite_run:
-        for cell in plan.suite.cells:
+        for cell in plan.cells:
             if any(u.cell is cell and u.status != "done" for u in plan.units):
                 with cell_run_of(plan, tracker, cell, suite_run) as cell_run:
-                    cell_runs[cell.label] = cell_run.id
+                    cell_runs[cell.run_label] = cell_run.id
     for u in sorted(missing, key=lambda u: u.kind != "pretrain"):  # stable: plan order within each kind
-        queue.enqueue(u.kind, u.key, cell=u.cell.label, task=u.task, seed=u.seed, cell_run=cell_runs[u.cell.label])
+        queue.enqueue(u.kind, u.key, cell=u.cell.label, task=u.task, seed=u.seed, pretrain_seed=u.cell.pretrain_seed,
+                      cell_run=cell_runs[u.cell.run_label])
     queue.enqueue("finalize", f"finalize:{name}", suite_run=suite_run.id, cell_runs=cell_runs)
     log(f"   setup: {len(missing)} units queued")
     return {"suite_run": suite_run.id, "cell_runs": cell_runs, "queued": len(missing)}
@@ -206,8 +206,8 @@ def _setup(queue: Queue, plan: Plan, tracker) -> dict:
 def _finalize(trial, queue: Queue, plan: Plan, tracker) -> dict:
     """Collect every finished unit's record, log the cells' seed medians, render the tables (once per session)."""
     added = collect(plan, queue)
-    for cell in plan.suite.cells:
-        run_id = trial.user_attrs.get("cell_runs", {}).get(cell.label)
+    for cell in plan.cells:
+        run_id = trial.user_attrs.get("cell_runs", {}).get(cell.run_label)
         if run_id:
             _log_cell_summary(plan, cell, tracker.handle(run_id))
     suite_run = tracker.handle(trial.user_attrs.get("suite_run"))

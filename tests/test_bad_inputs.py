@@ -42,7 +42,7 @@ SUITES = HERE / "bad_inputs" / "suites"
 DATA = HERE / "bad_inputs" / "data"
 TMP = "@TMP@"
 HEADER_KEYS = ("expect", "line", "path", "file", "args", "command", "data_root", "xfail")
-_SPLIT = re.compile(r";\s*(?=(?:%s):)" % "|".join(HEADER_KEYS))
+_SPLIT = re.compile(r";\s*(?=(?:" + "|".join(HEADER_KEYS) + r"):)")
 
 
 def read_header(path: Path) -> dict[str, str]:

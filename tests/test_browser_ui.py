@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_suite_e2e import SUITE, make_data_root
 
 from electra_bench import cli
-from test_suite_e2e import SUITE, make_data_root
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -12,6 +12,7 @@ from electra_bench.results import read_records
 from electra_bench.runner import table_spec
 from electra_bench.suite import Plan
 from electra_bench.tables import render_all
+from electra_bench.verdicts import judge
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = sorted(p.parent for p in (REPO / "results").rglob("records.jsonl") if (p.parent / "table.md").exists())
@@ -25,7 +26,8 @@ def test_committed_table_matches_its_records(folder, tmp_path):
     assert suite_file.exists(), f"no suite file for {folder}"
     suite = load_suite(suite_file)
     records = read_records(folder / "records.jsonl")
-    render_all(records, table_spec(Plan(suite, REPO)), tmp_path)
+    spec = table_spec(Plan(suite, REPO))
+    render_all(records, spec, tmp_path, judge(records, spec))
     assert (tmp_path / "table.md").read_text() == (folder / "table.md").read_text()
 
 

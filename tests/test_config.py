@@ -10,7 +10,8 @@ from electra_bench.tasks import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 # files starting with "_" are parents for `extends`, not suites of their own
-SUITES = sorted(p for p in [*REPO.glob("suites/**/*.yaml"), *REPO.glob("suites/**/*.yml")] if not p.name.startswith("_"))
+SUITES = sorted(p for p in [*REPO.glob("suites/**/*.yaml"), *REPO.glob("suites/**/*.yml")]
+                if not p.name.startswith("_"))
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -340,7 +341,7 @@ def test_set_overrides_apply_and_validate(tmp_path):
 def test_every_suite_file_validates(path):
     from electra_bench.config import _load_with_extends
 
-    scales = list((_load_with_extends(path)[0].get("scales") or {None: None}))
+    scales = list(_load_with_extends(path)[0].get("scales") or {None: None})
     for scale in scales:  # every scale a suite declares (cpu and paper for suites/paper/*)
         suite = load_suite(path, scale=scale)
         assert suite.cells, f"{path} resolves to no cells"

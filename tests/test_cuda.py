@@ -9,8 +9,8 @@ import typing
 
 import pytest
 import torch
-
 from conftest import tiny_model_config
+
 from electra_bench.build import build_objective
 from electra_bench.model.objectives import Batch
 from electra_bench.optim import make_optimizer
@@ -24,7 +24,13 @@ from test_model import TINY_VOCAB, random_batch  # noqa: E402  (after the skip: 
 
 
 def _to(batch: Batch, device: str) -> Batch:
-    return Batch(**{k: t.to(device) for k, t in vars(batch).items()})
+    return Batch(batch.input_ids.to(device), batch.attention_mask.to(device), batch.token_type_ids.to(device),
+                 batch.padded)
+
+
+def _inputs(batch: Batch) -> dict:
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids}
 
 
 def test_auto_device_is_cuda():
@@ -38,11 +44,11 @@ def test_discriminator_same_on_cuda_as_on_cpu(objective):
     batch = random_batch(torch.Generator().manual_seed(1), 4, 24)
     enc = obj.encoder()
     with torch.no_grad():
-        cpu = enc(**vars(batch), output_hidden_states=True).hidden_states[-1]
+        cpu = enc(**_inputs(batch), output_hidden_states=True).hidden_states[-1]
         enc.cuda()
-        gpu = enc(**vars(_to(batch, "cuda")), output_hidden_states=True).hidden_states[-1]
+        gpu = enc(**_inputs(_to(batch, "cuda")), output_hidden_states=True).hidden_states[-1]
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            bf16 = enc(**vars(_to(batch, "cuda")), output_hidden_states=True).hidden_states[-1].float()
+            bf16 = enc(**_inputs(_to(batch, "cuda")), output_hidden_states=True).hidden_states[-1].float()
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
     assert (bf16.cpu() - cpu).abs().max() < 0.1  # bf16 keeps 8 bits of mantissa
 
@@ -68,9 +74,10 @@ def test_bf16_training_step_on_cuda_learns(objective):
 
 
 def test_suite_runs_on_cuda_with_bf16(tmp_path):
+    from test_suite_e2e import SUITE, make_data_root
+
     from electra_bench import cli
     from electra_bench.results import read_records
-    from test_suite_e2e import SUITE, make_data_root
 
     make_data_root(tmp_path / "data")
     suite = tmp_path / "gpu.yaml"
@@ -81,3 +88,31 @@ def test_suite_runs_on_cuda_with_bf16(tmp_path):
     assert {r["unit"] for r in records} == {"pretrain", "finetune"}
     assert all(all(v == v for v in r["metrics"].values()) for r in records)  # no NaN
     print(json.dumps([r["metrics"] for r in records if r["unit"] == "pretrain"]))
+
+
+def test_gpu_options_pretrain_on_cuda(tmp_path):
+    """Every GPU option of the schema at once on a real pre-training run: compile, fused AdamW, the flash SDPA
+    kernel, gradient accumulation, bf16; and fused AdamW gives the losses of the unfused one (speed-only)."""
+    from test_pretrain import SOURCES, Logs, vocab_of_fixture
+
+    from electra_bench.schema import CorpusConfig, RunConfig, TokenizerConfig
+    from electra_bench.units import Env, run_pretrain
+
+    vocab = vocab_of_fixture(tmp_path / "vocab")
+    env = Env(data_root=tmp_path, work_dir=tmp_path / "work", show_progress=False)
+
+    def run(name: str, **pre) -> dict:
+        fields = dict(steps=12, batch_size=8, lr=1e-3, checkpoints=[1.0], eval_every=12, eval_batches=1,
+                      device="cuda", log_every=4, **pre)
+        cfg = RunConfig(model=tiny_model_config(attention="sdpa"), tokenizer=TokenizerConfig(vocab=str(vocab)),
+                        corpus=CorpusConfig(sources=SOURCES, max_seq_length=32, heldout_blocks=8),
+                        pretrain=PretrainConfig(**fields))
+        logs = Logs()
+        run_pretrain(cfg, env, tmp_path / name, logs)
+        return logs.series("train/loss")
+
+    plain, fused = run("plain"), run("fused", fused_adam=True)
+    assert list(fused.values()) == pytest.approx(list(plain.values()), rel=1e-4)
+    every = run("all", fused_adam=True, compile="default", sdpa_backend="efficient", grad_accumulation=2,
+                precision="bf16")
+    assert sorted(every) == [4, 8, 12] and all(v == v for v in every.values())

@@ -1,8 +1,8 @@
 """Fine-tuning pieces on hand-built data: batching, prediction mapping, degenerate flags, submission files."""
 from __future__ import annotations
 
-import numpy as np
 import datasets
+import numpy as np
 
 from electra_bench.finetune import degenerate, length_grouped_batches, write_predictions
 from electra_bench.tasks import TASKS

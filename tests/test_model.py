@@ -7,10 +7,10 @@ import typing
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import CLS, MASK, PAD, SEP, SPECIAL_IDS, UNK, VOCAB_SIZE, tiny_model_config
 from pydantic import ValidationError
 from torch import nn
 
-from conftest import CLS, MASK, PAD, SEP, SPECIAL_IDS, UNK, VOCAB_SIZE, tiny_model_config
 from electra_bench.build import build_objective, disc_dims
 from electra_bench.model.algorithms import ALGORITHMS, Adversarial, TwoStage
 from electra_bench.model.generators import Proposal, UnigramGenerator
@@ -556,7 +556,7 @@ def test_adversarial_trains_generator_by_reinforce_with_a_learned_baseline():
     opt = make_optimizer(obj, 1e-3, 0.01, 1e-6)  # after Adversarial(): the baseline is in the optimiser
     assert any(p is obj.reinforce_baseline.weight for g in opt.param_groups for p in g["params"])
     rng = torch.Generator().manual_seed(0)
-    for i in range(3):
+    for _ in range(3):
         out = algo.loss(batch, rng)
         assert torch.isfinite(out.loss) and out.disc_loss > 0
         opt.zero_grad(set_to_none=True)

@@ -11,12 +11,19 @@ import random
 
 import numpy as np
 import pytest
-
-from electra_bench.perturb import (PERTURBATIONS, Context, GeneratorSampler, choose, mentions, rng_for, train_mentions,
-                                   typo)
-from electra_bench.tasks import TASKS
-
 from conftest import tiny_model_config
+
+from electra_bench.perturb import (
+    PERTURBATIONS,
+    Context,
+    GeneratorSampler,
+    choose,
+    mentions,
+    rng_for,
+    train_mentions,
+    typo,
+)
+from electra_bench.tasks import TASKS
 
 CONLL = TASKS.get("conll2003")
 LABELS = CONLL.labels
@@ -317,10 +324,10 @@ def test_suite_with_a_robustness_section_end_to_end(tmp_path):
     """A tiny suite through the CLI: records carry the robustness metrics, MLflow has robust/<kind>/<rate>/<metric>,
     table.md has the robustness section and verdict, robustness.png is written, the generator was saved."""
     from mlflow.tracking import MlflowClient
+    from test_suite_e2e import SUITE, make_data_root
 
     from electra_bench import cli
     from electra_bench.results import read_records
-    from test_suite_e2e import SUITE, make_data_root
 
     make_data_root(tmp_path / "data")
     text = SUITE.format(root=tmp_path / "data", work=tmp_path / "work", results=tmp_path / "results")

@@ -1,13 +1,15 @@
 """Pre-training end to end on a tiny fixture corpus: block packing, checkpoints usable by `transformers`, RTD
 metrics, resume equivalence after a kill, and a non-finite loss. CPU only; each run is 12 steps of a 2-layer model."""
 import gzip
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model_config
+
 from electra_bench import corpus
 from electra_bench.model.objectives import PretrainOutput
 from electra_bench.pretrain import NonFiniteLoss, RTDMeter, batch_rows, checkpoint_dir
@@ -23,9 +25,14 @@ RTD_METRICS = ("gen_mlm_acc", "disc_acc", "disc_precision", "disc_recall", "repl
 
 @pytest.fixture(scope="module")
 def vocab_file(tmp_path_factory) -> Path:
+    return vocab_of_fixture(tmp_path_factory.mktemp("vocab"))
+
+
+def vocab_of_fixture(out_dir: Path) -> Path:
+    """A 300-piece WordPiece vocab trained on the fixture corpus (also used by test_cuda.py)."""
     files = [*sorted(CORPUS.glob("*.txt")), *sorted(CORPUS.glob("*.txt.gz"))]
     lines = [line for doc in corpus.iter_documents(files) for line in doc]
-    return train_wordpiece(lines, 300, tmp_path_factory.mktemp("vocab"))
+    return train_wordpiece(lines, 300, out_dir)
 
 
 @pytest.fixture(scope="module")
@@ -277,8 +284,71 @@ def test_unigram_counts_are_corpus_tokens_only(vocab_file, env, tmp_path, tokeni
 
 
 def test_non_finite_loss_raises(vocab_file, env, tmp_path):
-    with pytest.raises(NonFiniteLoss, match="at step"):
-        run_pretrain(run_config(vocab_file, lr=1e30, grad_clip=1e30), env, tmp_path / "nan", Logs())
+    with pytest.raises(NonFiniteLoss, match="at steps 1-4"):  # found at the first sync point, named by range
+        run_pretrain(run_config(vocab_file, lr=1e30, grad_clip=1e30, log_every=4, checkpoints=[1.0]), env,
+                     tmp_path / "nan", Logs())
+    assert not (tmp_path / "nan" / "state.pt").exists()  # nothing non-finite was saved
+
+
+# Every way a tensor's value reaches Python. On CUDA each one waits for the device.
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__index__", "__bool__")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_no_host_reads_between_logging_steps(device, vocab_file, env, tmp_path, monkeypatch):
+    """Issue 15: inside the loop, tensors are read back only at the sync points (log steps 4, 8, 12 here)."""
+    from electra_bench.model.algorithms import Algorithm
+
+    current, reads = [None], {}  # the step being run (0-based) -> callers that read a tensor during it
+
+    def counting(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            # torch.optim reads AdamW's step counter, which lives on the host on CUDA too (no device wait)
+            if current[0] is not None and f"torch{os.sep}optim" not in caller:
+                reads.setdefault(current[0], []).append(f"{name} from {caller}")
+            return original(self, *a, **k)
+        return counted
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    on_step = Algorithm.on_step
+    monkeypatch.setattr(Algorithm, "on_step", lambda self, step, total: (current.__setitem__(0, step),
+                                                                          on_step(self, step, total))[1])
+    logs = Logs()
+    run_pretrain(run_config(vocab_file, log_every=4, eval_every=12, checkpoints=[1.0], device=device), env,
+                 tmp_path / "r", logs)
+    assert sorted(logs.series("train/loss")) == [4, 8, 12]
+    between = {step + 1: callers for step, callers in reads.items() if (step + 1) % 4}
+    assert not between, f"host reads inside steps: {between}"
+    assert {step + 1 for step in reads} == {4, 8, 12}  # the sync points do read (the counting works)
+
+
+def test_fused_adam_is_speed_only(run_a, vocab_file, env, tmp_path):
+    """torch's fused AdamW (a GPU option, also on CPU) gives the losses of the default one: not in the run key."""
+    _, _, logs_a = run_a
+    logs = Logs()
+    run_pretrain(run_config(vocab_file, fused_adam=True), env, tmp_path / "fused", logs)
+    loss_a, loss_f = logs_a.series("train/loss"), logs.series("train/loss")
+    assert sorted(loss_f) == sorted(loss_a)
+    assert [loss_f[s] for s in sorted(loss_f)] == pytest.approx([loss_a[s] for s in sorted(loss_a)], rel=1e-5)
+
+
+def test_gradient_accumulation_trains_on_micro_batches(run_a, vocab_file, env, tmp_path, monkeypatch):
+    from electra_bench.model.algorithms import Algorithm
+
+    sizes, loss = [], Algorithm.loss
+    monkeypatch.setattr(Algorithm, "loss", lambda self, batch, rng: (sizes.append(len(batch.input_ids)),
+                                                                     loss(self, batch, rng))[1])
+    logs = Logs()
+    run_pretrain(run_config(vocab_file, grad_accumulation=2, eval_every=100), env, tmp_path / "accum", logs)
+    assert sizes == [2] * 24  # 12 steps of batch 4, each two micro-batches of 2
+    losses = logs.series("train/loss")
+    assert sorted(losses) == list(range(1, 13)) and all(np.isfinite(list(losses.values())))
+    assert losses != run_a[2].series("train/loss")  # other masks and per-micro-batch means: another run (keyed)
 
 
 # --- fine-tuning from any save_pretrained checkpoint; corpus mixtures; sampling temperature -------------------------

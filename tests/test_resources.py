@@ -4,10 +4,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+from test_suite_e2e import SUITE, make_data_root
 
 from electra_bench import cli
-
-from test_suite_e2e import SUITE, make_data_root
 
 
 @pytest.fixture

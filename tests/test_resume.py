@@ -32,13 +32,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_suite_e2e import make_data_root
 
 from electra_bench import cli
 from electra_bench.config import load_suite
 from electra_bench.results import TornRecordWarning, read_records
 from electra_bench.suite import make_plan
-
-from test_suite_e2e import make_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 60  # saved states at 15, 30 and 60 (checkpoint fractions); evals at 20, 40, 60; train/loss every 3 steps
@@ -241,7 +240,8 @@ def test_kill_between_finetunes_keeps_finished_records(killed_twice):
     assert 2 <= n < 9, "run 2 was not killed between fine-tunes"
     final = k.records.read_bytes()
     assert final.startswith(k.lines_after_2)  # records are only appended, never rewritten
-    unit_lines = [line.split("] ", 1)[-1] for line in k.log3.splitlines() if line.startswith("-> ")]  # "-> [k/N done] unit"
+    # "-> [k/N done] unit"
+    unit_lines = [line.split("] ", 1)[-1] for line in k.log3.splitlines() if line.startswith("-> ")]
     assert not any(u.startswith("pretrain/") for u in unit_lines)  # run 3 only fine-tunes
     assert sum(u.startswith("finetune/") for u in unit_lines) == 9 - n
 

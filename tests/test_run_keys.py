@@ -155,3 +155,85 @@ def test_robustness_suite_shares_pretraining_keys_with_table1_small():
         plan = make_plan(load_suite(repo / "suites" / name), ROOT)
         keys[name] = {c.label: upstream_of(c.config, ROOT) for c in plan.suite.cells}
     assert keys["robustness.yaml"] == {k: keys["paper/table1_small.yaml"][k] for k in keys["robustness.yaml"]}
+
+
+# --- pretraining seeds (issue #13) ----------------------------------------------------------------------------------
+
+
+def _plan(tmp_path: Path, extra: str = ""):
+    from electra_bench.config import load_suite
+    from electra_bench.suite import make_plan
+
+    path = tmp_path / "keys.yaml"
+    path.write_text(CELLS.format(tmp=tmp_path) + extra)
+    return make_plan(load_suite(path), ROOT)
+
+
+def test_pretrain_seeds_copy_pretrained_cells_and_keep_the_default_seeds_keys(tmp_path):
+    from electra_bench.runner import unit_name
+    from electra_bench.suite import base_record
+
+    plain, seeded = _plan(tmp_path), _plan(tmp_path, "pretrain_seeds: [0, 1, 2]\n")
+    assert _plan(tmp_path, "pretrain_seeds: [0]\n").units[0].key == plain.units[0].key
+    pre = [u for u in seeded.units if u.kind == "pretrain"]
+    assert len(pre) == 3 * 3 and len({u.key for u in pre}) == 9  # ELECTRA, ELECTRA T2, BERT x 3 seeds
+    assert {u.key for u in plain.units} < {u.key for u in seeded.units}  # seed 0 = the keys without the list
+    ft = [u for u in seeded.units if u.kind == "finetune"]
+    assert len(ft) == (3 * 3 + 1) * 2 * 2 and len({u.key for u in ft}) == len(ft)  # random init: not copied
+    by_seed = {(u.cell.label, u.cell.pretrain_seed) for u in ft}
+    assert ("random init", None) in by_seed and ("BERT", 2) in by_seed
+    rec = base_record(seeded, next(u for u in ft if u.cell.pretrain_seed == 2))
+    assert rec["pretrain_seed"] == 2 and rec["cell"] == rec["cell"].split("/")[0]  # one table row per cell
+    assert base_record(seeded, next(u for u in ft if u.cell.label == "random init"))["pretrain_seed"] is None
+    assert unit_name(next(u for u in ft if u.cell.pretrain_seed == 1)).startswith("finetune/ELECTRA/pretrain_seed1/")
+    assert unit_name(plain.units[1]) == "finetune/ELECTRA/sst2/seed0"
+
+
+def test_pretrain_seeds_refuse_a_pretrain_seed_axis(tmp_path):
+    from electra_bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.seed is set by pretrain_seeds"):
+        _plan(tmp_path, "pretrain_seeds: [0, 1]\naxes: {pretrain.seed: [3, 4]}\n")
+    with pytest.raises(ConfigError, match="without repeats"):
+        _plan(tmp_path, "pretrain_seeds: [1, 1]\n")
+
+
+def test_a_row_overrides_the_suites_pretrain_seeds(tmp_path):
+    text = CELLS.format(tmp=tmp_path).replace("{label: BERT, set: {pretrain.objective: mlm}}",
+                                              "{label: BERT, set: {pretrain.objective: mlm}, pretrain_seeds: [0]}")
+    from electra_bench.config import load_suite
+    from electra_bench.suite import make_plan
+
+    (tmp_path / "row.yaml").write_text(text + "pretrain_seeds: [0, 1]\n")
+    units = make_plan(load_suite(tmp_path / "row.yaml"), ROOT).units
+    seeds = {(u.cell.label, u.cell.pretrain_seed) for u in units if u.kind == "pretrain"}
+    assert seeds == {("ELECTRA", 0), ("ELECTRA", 1), ("ELECTRA T2", 0), ("ELECTRA T2", 1), ("BERT", 0)}
+
+
+# --- GPU options (issue 15) -----------------------------------------------------------------------------------------
+
+# Pre-training keys computed by main before the GPU options existed (8bdf040): at their defaults they must stay.
+PRETRAIN_GOLDEN = {(): "6156f598ffca", (("objective", "mlm"), ("batch_size", 32)): "55f6376211f3"}
+
+
+def test_pretrain_keys_without_gpu_options_are_unchanged():
+    for sets, key in PRETRAIN_GOLDEN.items():
+        assert pretrain_key(RunConfig.model_validate({"pretrain": dict(sets)}), ROOT) == key
+
+
+@pytest.mark.parametrize("path,value,semantic", [
+    ("fused_adam", True, False), ("compile", "max-autotune", False), ("sdpa_backend", "flash", False),
+    ("tf32", False, True), ("grad_accumulation", 4, True)])
+def test_gpu_options_enter_the_key_only_when_they_change_numerics(path, value, semantic):
+    a, b = RunConfig(), RunConfig.model_validate({"pretrain": {path: value}})
+    assert (pretrain_key(a, ROOT) != pretrain_key(b, ROOT)) == semantic
+
+
+@pytest.mark.parametrize("pretrain,message", [
+    ({"fused_adam": True, "adam_bias_correction": False}, "runs unfused"),
+    ({"batch_size": 100, "grad_accumulation": 8}, "not a multiple of grad_accumulation"),
+    ({"grad_accumulation": 0}, "greater than or equal to 1"),
+    ({"compile": "fast"}, "compile"), ({"sdpa_backend": "flash2"}, "sdpa_backend")])
+def test_gpu_option_errors(pretrain, message):
+    with pytest.raises(ValidationError, match=message):
+        RunConfig.model_validate({"pretrain": pretrain})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_suite_e2e import make_data_root
 
 from electra_bench import cli
 from electra_bench.config import ConfigError, load_suite
 from electra_bench.schema import SearchConfig
-from test_suite_e2e import make_data_root
 
 SUITE = """
 name: search_e2e

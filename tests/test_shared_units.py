@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from test_suite_e2e import SUITE, make_data_root
+
 from electra_bench import cli
 from electra_bench.results import read_records
-
-from test_suite_e2e import SUITE, make_data_root
 
 NO_TRACKING = ["--set", "tracking.enabled=false"]
 

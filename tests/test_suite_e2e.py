@@ -42,7 +42,7 @@ def make_data_root(root: Path, seed: int = 0) -> Path:
         lines = ["-DOCSTART- -X- -X- O", ""]
         for _ in range(n):
             name, typ = rng.choice(NAMES)
-            lines += [f"{name} NNP B-NP B-{typ}", "saw VBD B-VP O", f"the DT B-NP O", "film NN I-NP O", ""]
+            lines += [f"{name} NNP B-NP B-{typ}", "saw VBD B-VP O", "the DT B-NP O", "film NN I-NP O", ""]
         (conll / f"{split}.txt").write_text("\n".join(lines))
     texts = (root / "corpus" / "tiny" / "a.txt").read_text().split("\n") + [n for n, _ in NAMES] + ["saw"]
     train_wordpiece(iter(texts), 120, root / "vocab")
@@ -152,3 +152,26 @@ def test_records_are_json_lines(suite_run):
     tmp, _, _ = suite_run
     for line in (tmp / "results" / "e2e" / "records.jsonl").read_text().splitlines():
         assert json.loads(line)["suite"] == "e2e"
+
+
+@pytest.mark.slow
+def test_pretraining_seeds_end_to_end(tmp_path):
+    """`pretrain_seeds: [0, 1]`: one pre-training per seed, fine-tunes of each, records and MLflow cell runs per
+    seed, the table counts both pre-trainings, and a re-run does nothing."""
+    make_data_root(tmp_path / "data")
+    text = SUITE.format(root=tmp_path / "data", work=tmp_path / "work", results=tmp_path / "results")
+    text = text.replace("tasks: [sst2, conll2003]", "tasks: [conll2003]") + "pretrain_seeds: [0, 1]\n"
+    (tmp_path / "e2e.yaml").write_text(text)
+    assert cli.main(["run", str(tmp_path / "e2e.yaml"), "--no-progress"]) == 0
+    records = read_records(tmp_path / "results" / "e2e" / "records.jsonl")
+    assert sorted(r["pretrain_seed"] for r in records if r["unit"] == "pretrain") == [0, 1]
+    ft = [(r["cell"], r["pretrain_seed"], r["seed"]) for r in records if r["unit"] == "finetune"]
+    assert sorted(ft, key=str) == sorted([("ELECTRA", p, s) for p in (0, 1) for s in (0, 1)]
+                                         + [("random init", None, s) for s in (0, 1)], key=str)
+    assert "over 2 pre-trainings" in (tmp_path / "results" / "e2e" / "table.md").read_text()
+    _, runs = _runs(tmp_path)
+    names = sorted(r.data.tags["mlflow.runName"] for r in runs if r.data.tags["stage"] == "cell")
+    assert names == ["cell/ELECTRA/pretrain_seed0", "cell/ELECTRA/pretrain_seed1", "cell/random init"]
+    assert cli.main(["run", str(tmp_path / "e2e.yaml"), "--no-progress"]) == 0
+    assert len(read_records(tmp_path / "results" / "e2e" / "records.jsonl")) == len(records)
+    assert len(_runs(tmp_path)[1]) == len(runs)

@@ -11,8 +11,17 @@ from pydantic import ValidationError
 
 from electra_bench.metrics import METRICS
 from electra_bench.registry import UnknownName
-from electra_bench.tasks import FORMATS, TASKS, DataError, TaskSpec, both_orders, default_data_root, load_split, \
-    register_task, task_from_dict
+from electra_bench.tasks import (
+    FORMATS,
+    TASKS,
+    DataError,
+    TaskSpec,
+    both_orders,
+    default_data_root,
+    load_split,
+    register_task,
+    task_from_dict,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 # Paper Table 7: 10 epochs for RTE and STS-B, 3 for the rest (NER takes "the rest").
@@ -173,7 +182,7 @@ NER_TASK = {
 
 def test_task_added_by_configuration(load):
     nli = register_task(task_from_dict(NLI_TASK))
-    ner = register_task(task_from_dict(NER_TASK))
+    register_task(task_from_dict(NER_TASK))
     assert TASKS.get("custom_nli") is nli and (nli.hub.path, nli.hub.name) == ("someone/nli", "v1")
     ds = load("custom_nli", "dev")
     assert ds[0] == {"text_a": "A boy kicks a ball.", "text_b": "A child plays.", "label": 1}

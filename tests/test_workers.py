@@ -25,11 +25,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_search import SUITE as SEARCH_SUITE
+from test_suite_e2e import SUITE, make_data_root
 
 from electra_bench import cli
 from electra_bench.results import append_record, read_records
-from test_search import SUITE as SEARCH_SUITE
-from test_suite_e2e import SUITE, make_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 PG = os.environ.get("ELECTRA_BENCH_TEST_PG_URL")

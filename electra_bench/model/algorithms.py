@@ -59,7 +59,7 @@ class TwoStage(Algorithm):
         if self.stage == 2:
             return obj(batch, rng=rng)
         sel, masked = obj.select_and_mask(batch, rng)
-        proposal = obj.generator(masked, batch.attention_mask, batch.token_type_ids, sel, rng)
+        proposal = obj.generator(masked, batch.model_mask(obj.attention), batch.token_type_ids, sel, rng)
         zero = proposal.mlm_loss.new_zeros(())
         return PretrainOutput(proposal.mlm_loss, proposal.mlm_loss.detach(), zero, gen_counts(proposal, sel))
 

@@ -46,7 +46,7 @@ class MaskedLMGenerator(nn.Module):
         self.model = model
         self.temperature = temperature
 
-    def logits_at(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor,
+    def logits_at(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor,
                   positions: Tensor) -> tuple[Tensor, Tensor]:
         """LM logits [B, K, V] and hidden states [B, K, H] at `positions` only."""
         hidden = self.model.electra(input_ids=input_ids, attention_mask=attention_mask,
@@ -55,7 +55,7 @@ class MaskedLMGenerator(nn.Module):
         logits = self.model.generator_lm_head(self.model.generator_predictions(picked))  # [B, K, V]
         return logits, picked
 
-    def forward(self, masked_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, sel: Selection,
+    def forward(self, masked_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor, sel: Selection,
                 rng: torch.Generator | None = None) -> Proposal:
         logits, picked = self.logits_at(masked_ids, attention_mask, token_type_ids, sel.positions)
         ce = F.cross_entropy(logits.float().flatten(0, 1), sel.targets.flatten(), reduction="none")
@@ -73,7 +73,7 @@ class UnigramGenerator(nn.Module):
         probs = counts.double().clamp(min=0)
         self.register_buffer("probs", (probs / probs.sum()).float())
 
-    def forward(self, masked_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, sel: Selection,
+    def forward(self, masked_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor, sel: Selection,
                 rng: torch.Generator | None = None) -> Proposal:
         flat = torch.multinomial(self.probs, sel.positions.numel(), replacement=True, generator=rng)
         samples = flat.view_as(sel.positions).to(masked_ids.device)

@@ -13,11 +13,13 @@ samples the right token produces a "real" token (Paper §2).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from .generators import MaskedLMGenerator, Proposal, masked_mean
 from .masking import Selection, apply_mask, scatter_selected, select
@@ -38,6 +40,23 @@ class Batch:
     input_ids: Tensor  # [B, L]
     attention_mask: Tensor  # [B, L]
     token_type_ids: Tensor  # [B, L]
+    padded: bool = True  # False only when the host knows no position is padding (pretrain.load_batch)
+
+    def split(self, size: int) -> list[Batch]:
+        """Micro-batches of `size` sequences (gradient accumulation)."""
+        parts = zip(self.input_ids.split(size), self.attention_mask.split(size), self.token_type_ids.split(size))
+        return [Batch(ids, mask, types, self.padded) for ids, mask, types in parts]
+
+    def model_mask(self, implementation: str) -> Tensor | None:
+        """The mask handed to a `transformers` encoder: 4-D, which it uses as is, because given the 2-D mask it
+        checks `mask.all()` to skip masking, a device-to-host read per forward (issue 15). None when there is no
+        padding (SDPA can then use its flash kernel). Eager: the additive fp32 mask transformers would build."""
+        if not self.padded:
+            return None
+        keep = self.attention_mask.bool()[:, None, None, :]  # [B, 1, 1, L]
+        if implementation != "eager":  # sdpa: a boolean mask, True = attend
+            return keep
+        return torch.zeros(keep.shape, device=keep.device).masked_fill_(~keep, torch.finfo(torch.float32).min)
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,11 @@ class _Objective(nn.Module):
         self.vocab, self.mask_prob, self.mask_style = vocab, mask_prob, mask_style
         self.register_buffer("special_ids", torch.tensor(vocab.special_ids), persistent=False)
 
+    @functools.cached_property
+    def attention(self) -> str:
+        """The encoders' attention implementation ("eager" | "sdpa"), which decides the form of the model mask."""
+        return next(m.config._attn_implementation for m in self.modules() if isinstance(m, PreTrainedModel))
+
     def select_and_mask(self, batch: Batch, rng: torch.Generator | None) -> tuple[Selection, Tensor]:
         sel = select(batch.input_ids, batch.attention_mask, self.special_ids, self.mask_prob, rng)
         masked = apply_mask(batch.input_ids, sel, self.vocab.mask_id, self.mask_style, self.vocab.size, rng)
@@ -95,13 +119,13 @@ class ElectraObjective(_Objective):
     def corrupt(self, batch: Batch, rng: torch.Generator | None) -> tuple[Selection, Proposal, Tensor, Tensor]:
         sel, masked = self.select_and_mask(batch, rng)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_generator):
-            proposal = self.generator(masked, batch.attention_mask, batch.token_type_ids, sel, rng)
+            proposal = self.generator(masked, batch.model_mask(self.attention), batch.token_type_ids, sel, rng)
         corrupted = scatter_selected(batch.input_ids, sel, proposal.samples.detach())  # [B, L]
         labels = (corrupted != batch.input_ids).float()  # [B, L]; a correct sample counts as real
         return sel, proposal, corrupted, labels
 
     def disc_scores(self, batch: Batch, sel: Selection, corrupted: Tensor, labels: Tensor):
-        logits = self.discriminator(input_ids=corrupted, attention_mask=batch.attention_mask,
+        logits = self.discriminator(input_ids=corrupted, attention_mask=batch.model_mask(self.attention),
                                     token_type_ids=batch.token_type_ids).logits.float()  # [B, L]
         if self.all_tokens:
             weights = batch.attention_mask.float()  # every non-pad token, [CLS]/[SEP] included (GR)
@@ -144,11 +168,11 @@ class MLMObjective(_Objective):
         gen_loss = masked.new_zeros((), dtype=torch.float32)
         stats: dict[str, Tensor] = {}
         if self.generator is not None:  # Replace MLM
-            proposal = self.generator(masked, batch.attention_mask, batch.token_type_ids, sel, rng)
+            proposal = self.generator(masked, batch.model_mask(self.attention), batch.token_type_ids, sel, rng)
             masked = scatter_selected(batch.input_ids, sel, proposal.samples.detach())
             gen_loss = proposal.mlm_loss
             stats["sampled_correct"] = ((proposal.samples == sel.targets).float() * sel.weights).sum()
-        logits, _ = self.model.logits_at(masked, batch.attention_mask, batch.token_type_ids, sel.positions)
+        logits, _ = self.model.logits_at(masked, batch.model_mask(self.attention), batch.token_type_ids, sel.positions)
         ce = F.cross_entropy(logits.float().flatten(0, 1), sel.targets.flatten(), reduction="none")
         mlm_loss = masked_mean(ce.view_as(sel.weights), sel.weights)
         stats.update(n_selected=sel.weights.sum(),
@@ -174,10 +198,10 @@ class AllTokensMLMObjective(_Objective):
 
     def forward(self, batch: Batch, rng: torch.Generator | None = None, keep_scores: bool = False):
         sel, masked = self.select_and_mask(batch, rng)
-        proposal = self.generator(masked, batch.attention_mask, batch.token_type_ids, sel, rng)
+        proposal = self.generator(masked, batch.model_mask(self.attention), batch.token_type_ids, sel, rng)
         corrupted = scatter_selected(batch.input_ids, sel, proposal.samples.detach())
         mlm = self.model.model
-        hidden = mlm.electra(input_ids=corrupted, attention_mask=batch.attention_mask,
+        hidden = mlm.electra(input_ids=corrupted, attention_mask=batch.model_mask(self.attention),
                              token_type_ids=batch.token_type_ids).last_hidden_state  # [B, L, H]
         log_soft = torch.log_softmax(mlm.generator_lm_head(mlm.generator_predictions(hidden)).float(), -1)
         log_soft_orig = log_soft.gather(-1, batch.input_ids[..., None]).squeeze(-1)  # [B, L]

@@ -10,8 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from electra_bench.tasks.base import FORMATS, DataError, Row, TaskSpec, column_index, iter_lines, label_id, \
-    register_task
+from electra_bench.tasks.base import (
+    FORMATS,
+    DataError,
+    Row,
+    TaskSpec,
+    column_index,
+    iter_lines,
+    label_id,
+    register_task,
+)
 
 DOCSTART = "-DOCSTART-"
 

@@ -13,8 +13,16 @@ from typing import Any
 
 import datasets
 
-from electra_bench.tasks.base import FORMATS, DataError, Row, TaskSpec, column_index, iter_lines, label_id, \
-    register_task
+from electra_bench.tasks.base import (
+    FORMATS,
+    DataError,
+    Row,
+    TaskSpec,
+    column_index,
+    iter_lines,
+    label_id,
+    register_task,
+)
 
 
 def read_glue_tsv(spec: TaskSpec, split: str, path: Path) -> Iterator[Row]:
