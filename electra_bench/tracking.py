@@ -14,7 +14,6 @@ URLs are logged with credentials masked.
 from __future__ import annotations
 
 import json
-import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .redact import mask, remember
+
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
 
 
-def mask_credentials(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", url)
+mask_credentials = mask  # the one masker (redact.py): URLs, messages, artifacts
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -98,7 +97,7 @@ class MlflowRun(NullRun):
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.id).data.params
-        new = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items() if k not in existing]
+        new = [Param(k, mask(str(v))[:MAX_PARAM_CHARS]) for k, v in params.items() if k not in existing]
         for i in range(0, len(new), 100):
             self.client.log_batch(self.id, params=new[i:i + 100])
 
@@ -106,11 +105,11 @@ class MlflowRun(NullRun):
         self.client.log_artifact(self.id, str(path), subdir)
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.id, text, name)
+        self.client.log_text(self.id, mask(text), name)  # suite.yaml, resolved config: tracking URIs masked
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.id, k, str(v))
+            self.client.set_tag(self.id, k, mask(str(v)))
 
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
         """A data file or corpus as a run input (the UI's Datasets column); context: training / evaluation."""
@@ -158,7 +157,7 @@ class MlflowTracker:
         """The run of a unit whose worker died: KILLED, with the reason (a re-claim reopens the same run)."""
         run = self._find(key)
         if run is not None and run.info.status == "RUNNING":
-            self.client.set_tag(run.info.run_id, "error", reason[:5000])
+            self.client.set_tag(run.info.run_id, "error", mask(reason)[:5000])
             self.client.set_terminated(run.info.run_id, "KILLED")
 
     @contextmanager
@@ -196,11 +195,16 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
     if not enabled:
         return NullTracker()
     work_dir.mkdir(parents=True, exist_ok=True)
+    remember(uri)
     uri = uri or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
     artifacts = (work_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
     try:
         with _store_lock(work_dir, uri.startswith("sqlite")):
-            return MlflowTracker(uri, experiment, artifacts)
+            tracker = MlflowTracker(uri, experiment, artifacts)
+        from .redact import mask_logging
+
+        mask_logging()  # mlflow's own log handlers (its "View run at <url>" lines) exist once it is imported
+        return tracker
     except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked
         from .config import ConfigError
 

@@ -45,7 +45,7 @@ def run_config(vocab_file: Path, model=None, **pretrain) -> RunConfig:
                   eval_batches=2, seed=0, device="cpu", precision="fp32")
     return RunConfig(model=model or tiny_model_config(), tokenizer=TokenizerConfig(vocab=str(vocab_file)),
                      corpus=CorpusConfig(sources=SOURCES, max_seq_length=32, heldout_blocks=8),
-                     pretrain=PretrainConfig(**{**fields, **pretrain}))
+                     pretrain=PretrainConfig(**{**fields, **pretrain}), finetune={"max_seq_length": 64})
 
 
 class Killed(BaseException):
