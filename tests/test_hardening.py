@@ -9,11 +9,10 @@ The crash-point and end-to-end secret tests are in test_resume.py (they share it
 from __future__ import annotations
 
 import pytest
+from test_bad_inputs import SUITES, run_cli, sandbox, the_message  # noqa: F401 - sandbox is a fixture
 
 from electra_bench import cli, redact
 from electra_bench.tracking import mask_credentials
-
-from test_bad_inputs import SUITES, run_cli, sandbox, the_message  # noqa: F401 - sandbox is a fixture
 
 VALID = SUITES / "parts" / "valid_base.yaml"
 
