@@ -82,14 +82,16 @@ class NullTracker:
 
 
 class MlflowRun(NullRun):
-    def __init__(self, client, run_id: str):
+    def __init__(self, client, run_id: str, logged: set | None = None):
         self.client, self.id = client, run_id
+        self.logged = logged or set()  # (key, step, value) already in the run: a resumed unit logs them once
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and (k, step, float(v)) not in self.logged]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.id, metrics=batch[i:i + 1000])
 
@@ -169,12 +171,15 @@ class MlflowTracker:
                     **(tags or {})}
         if parent is not None and parent.id:
             all_tags["mlflow.parentRunId"] = parent.id
+        logged: set = set()
         if existing is not None:
             run_id = existing.info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            for metric in existing.data.metrics:  # a resumed or retried unit re-logs points: keep one of each
+                logged.update((metric, m.step, m.value) for m in self.client.get_metric_history(run_id, metric))
         else:
             run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
-        handle = MlflowRun(self.client, run_id)
+        handle = MlflowRun(self.client, run_id, logged)
         handle.set_tags({k: v for k, v in all_tags.items() if not k.startswith("mlflow.runName")})
         try:
             yield handle
