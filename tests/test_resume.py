@@ -373,6 +373,49 @@ def test_kill_right_after_the_record_append_keeps_the_shared_unit_entry(fast_tmp
     assert stored.exists() and json.loads(stored.read_text()) == record
 
 
+@pytest.mark.slow
+def test_a_credentialed_tracking_uri_leaves_no_secret_behind(fast_tmp, data_root):
+    """A run against an `mlflow server` reached as http://user:<password>@host (the password has '/' and '@'):
+    the secret is in no output, record, file under work/ or results/, MLflow artifact, param or tag (issue #17)."""
+    import socket
+    from urllib.parse import quote
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server_dir = fast_tmp / "server"
+    server_dir.mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{server_dir / 'mlflow.db'}", "--artifacts-destination",
+                               str(server_dir / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                              cwd=server_dir, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the mlflow server did not start"
+                time.sleep(0.5)
+        secret = "pa/ss@w0rd-7Qx"
+        uri = f"http://alice:{quote(secret, safe='')}@127.0.0.1:{port}"
+        suite = _one_unit_suite(fast_tmp, "secret", data_root)
+        suite.write_text(suite.read_text() + f"tracking: {{uri: '{uri}'}}\n")
+        child = Child(suite, fast_tmp / "run.log")
+        assert child.finish() == 0, child.text()[-3000:]
+        forms = {secret.encode(), quote(secret, safe="").encode(), quote(secret).encode()}
+        leaks = [str(p) for p in fast_tmp.rglob("*") if p.is_file() and p != suite
+                 and any(f in p.read_bytes() for f in forms)]
+        assert leaks == [], leaks  # run.log (stdout + stderr), records, work/, the server's store and artifacts
+        assert (server_dir / "artifacts").exists() and any((server_dir / "artifacts").rglob("suite.yaml"))
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 # ---------------------------------------------------------------------------------------- failure isolation
 
 
