@@ -22,6 +22,7 @@ import torch
 from . import progress
 from .corpus import Blocks
 from .model.algorithms import Algorithm
+from .model.generators import MaskedLMGenerator
 from .model.objectives import Batch, PretrainOutput
 from .optim import linear_schedule, make_optimizer
 
@@ -144,10 +145,17 @@ class RTDMeter:
 
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict[str, float]:
-    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off."""
+    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off, and the generator
+    sampling at temperature 1 whatever the training temperature: the paper's fakes. Scored at T=2 the fakes
+    over-sample rare tokens and a context-free lookup of P(replaced | token id) nearly matches the discriminator
+    (issue 14 audit), so a training-temperature score measures the shortcut, not the discriminator."""
     objective = algorithm.objective
     was_training = objective.training
     objective.eval()
+    sampling = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
+    temperatures = [m.temperature for m in sampling]
+    for m in sampling:
+        m.temperature = 1.0
     rng = torch.Generator(device=s.device).manual_seed(1234)
     meter = RTDMeter()
     n = min(len(heldout), s.eval_batches * s.batch_size)
@@ -156,6 +164,8 @@ def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict
         with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
             meter.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
     objective.train(was_training)
+    for m, t in zip(sampling, temperatures):
+        m.temperature = t
     return meter.metrics()
 
 
