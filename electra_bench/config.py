@@ -432,7 +432,8 @@ def _check_search(cfg: SuiteConfig, cells: list[Cell], source: Source, tasks: di
 
     objectives = [*cfg.tasks, *(["glue"] if any(t.format == "glue_tsv" for t in tasks.values()) else [])]
     if search.objective not in objectives:
-        fail(f"objective '{search.objective}' is not one of the suite's tasks{did_you_mean(search.objective, objectives)}; "
+        near = did_you_mean(search.objective, objectives)
+        fail(f"objective '{search.objective}' is not one of the suite's tasks{near}; "
              f"choose from: {', '.join(objectives) or 'none (the suite has no tasks)'}", ("objective",), "objective")
     base = cells[0].config.model_dump()
     for path, param in search.space.items():
