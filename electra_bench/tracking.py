@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .config import ConfigError
-from .redact import mask, remember
+from .redact import mask, mask_logging, remember
 from .suite import code_version
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
@@ -233,8 +233,6 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
     try:
         with _store_lock(work_dir, uri.startswith("sqlite")):
             tracker = MlflowTracker(uri, experiment, artifacts)
-        from .redact import mask_logging
-
         mask_logging()  # mlflow's own log handlers (its "View run at <url>" lines) exist once it is imported
         return tracker
     except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked

@@ -138,7 +138,8 @@ def test_heldout_eval_samples_at_temperature_1_and_restores_the_training_one(mon
     from electra_bench.model.objectives import Vocab
     from electra_bench.pretrain import PretrainSettings, evaluate
 
-    run = RunConfig.model_validate({"model": tiny_model_config().model_dump(), "pretrain": {"temperature": 2.0}})
+    run = RunConfig.model_validate({"model": tiny_model_config().model_dump(), "pretrain": {"temperature": 2.0},
+                                   "corpus": {"max_seq_length": 64}, "finetune": {"max_seq_length": 64}})
     vocab = Vocab(size=120, mask_id=4, special_ids=(0, 1, 2, 3, 4))
     objective = build_objective(run.model, run.pretrain, vocab)
     gens = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
