@@ -2,12 +2,12 @@
 
 Nothing runs before the whole suite is valid: every cell (cells x axes) is resolved into a `RunConfig` here, so a
 bad axis value fails at `validate` time with the file, line and dotted path of the field.
-YAML is read with `yaml.SafeLoader` only: no object construction, no import paths, no code from config.
+YAML is read by `safe_yaml` (size, depth and alias-expansion limits first, then SafeLoader: no object construction,
+no import paths, no code from config).
 """
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -15,6 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import safe_yaml
 from .claims import TableError, TableSpec, check_table, table_spec
 from .registry import did_you_mean
 from .robustness import RobustnessError, check_robustness
@@ -59,9 +60,6 @@ def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key, _ in node.value:
-            if not isinstance(key, yaml.ScalarNode):
-                raise ConfigError("a key must be a plain name, not a list or mapping", file, key.start_mark.line + 1,
-                                  ".".join(str(p) for p in prefix) or None)
             if key.value in seen:
                 raise ConfigError(f"duplicate key '{key.value}' (first on line {seen[key.value]})", file,
                                   key.start_mark.line + 1, ".".join(str(p) for p in (*prefix, key.value)))
@@ -75,76 +73,10 @@ def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
             _node_lines(item, file, prefix + (i,), out)
 
 
-# Limits checked before a YAML document is composed (issue #17): a few hundred bytes of anchors and aliases, or a
-# few KB of nested brackets, must not cost gigabytes or the recursion limit. The largest suite shipped is ~3 KB.
-MAX_YAML_BYTES = 128 * 1024  # a suite file (or a --set value) larger than this is refused unread
-MAX_YAML_DEPTH = 32  # nested mappings / sequences
-MAX_YAML_NODES = 20_000  # scalars and collections, counting every alias as the copy of its anchor it stands for
-
-
-def _check_limits(text: str, file: str) -> None:
-    """Walk the parse events (libyaml, no document built) and refuse deep nesting, alias bombs, recursive aliases."""
-    sizes: dict[str, int] = {}  # anchor -> expanded node count
-    stack: list[list] = [[None, 0]]  # open collections: [anchor, nodes so far]
-    total = 0
-    for ev in yaml.parse(text, Loader=_Loader):
-        line = ev.start_mark.line + 1
-        if isinstance(ev, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            stack.append([ev.anchor, 0])
-            if len(stack) - 1 > MAX_YAML_DEPTH:
-                raise ConfigError(f"nested deeper than {MAX_YAML_DEPTH} levels", file, line)
-            continue
-        if isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            anchor, n = stack.pop()
-            n += 1
-            if anchor is not None:
-                sizes[anchor] = n
-        elif isinstance(ev, yaml.ScalarEvent):
-            n = 1
-            if ev.anchor is not None:
-                sizes[ev.anchor] = 1
-        elif isinstance(ev, yaml.AliasEvent):
-            if ev.anchor not in sizes:
-                if any(a == ev.anchor for a, _ in stack):
-                    raise ConfigError(f"recursive alias *{ev.anchor} (an anchor used inside itself)", file, line)
-                raise ConfigError(f"YAML syntax error: found undefined alias '{ev.anchor}'", file, line)
-            n = sizes[ev.anchor]
-        else:
-            continue
-        stack[-1][1] += n
-        total += 1 if isinstance(ev, (yaml.SequenceEndEvent, yaml.MappingEndEvent)) else n  # children counted
-        if total > MAX_YAML_NODES:
-            raise ConfigError(f"expands to more than {MAX_YAML_NODES} values (aliases counted as the copies they "
-                              f"make); a suite needs far fewer", file, line)
-
-
-def load_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
-    """The one YAML reader of the harness (suites, parents, `--set` values): size, nesting and alias-expansion
-    limits first, then a safe load (no tags that construct objects); returns (data, node) or raises ConfigError."""
-    if len(text) > MAX_YAML_BYTES:
-        raise ConfigError(f"{len(text)} characters: larger than the {MAX_YAML_BYTES // 1024} KiB a suite may be",
-                          file)
-    try:
-        _check_limits(text, file)
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"YAML syntax error: {problem}", file, mark.line + 1 if mark else None) from None
-    return data, node
-
-
 def _read_yaml(path: Path) -> tuple[dict, dict]:
     try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{size} bytes: larger than the {MAX_YAML_BYTES // 1024} KiB a suite may be",
-                              str(path))
+        if path.stat().st_size > safe_yaml.MAX_BYTES:  # refused before it is read (a 50 MB "suite")
+            raise ConfigError(f"larger than {safe_yaml.MAX_BYTES:,} bytes (a suite is a few KB)", str(path), 1)
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", str(path)) from None
@@ -155,7 +87,14 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path),
                           raw[:e.start].count(b"\n") + 1) from None
-    data, node = load_yaml(text, str(path))
+    try:
+        data, node = safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as e:
+        raise ConfigError(str(e), str(path), e.line or 1) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"YAML syntax error: {problem}", str(path), mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
         raise ConfigError("a suite must be a YAML mapping (key: value)", str(path),
                           node.start_mark.line + 1 if node is not None else 1)
@@ -205,10 +144,10 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         raise ConfigError(f"override '{text}' is not of the form path=value", "--set")
     key, raw = text.split("=", 1)
     try:
-        value = load_yaml(raw, "--set")[0] if raw.strip() else ""
-    except ConfigError as e:
-        if not e.message.startswith("YAML syntax error"):
-            raise  # a limit: too large, too deep, an alias bomb
+        value = safe_yaml.load(raw)[0] if raw.strip() else ""
+    except safe_yaml.YamlLimitError as e:
+        raise ConfigError(f"override '{key.strip()}': {e}", "--set") from None
+    except yaml.YAMLError:
         value = raw
     path = tuple(key.strip().split("."))
     if path[0] in RUN_SECTIONS:  # run-config paths are the single addressing scheme: they mean `base.<path>`
@@ -234,17 +173,6 @@ def set_path(data: dict, path: tuple, value: Any) -> dict:
     data[head] = set_path(data.get(head) if isinstance(data.get(head), dict) else {}, tuple(rest), value) \
         if rest else value
     return data
-
-
-class _Loader(yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader):
-    """SafeLoader (no object construction; libyaml's parser when PyYAML has it: ~4x faster) that also reads
-    unquoted `1e-4` as a float, as YAML 1.2 does.
-
-    YAML 1.1 needs a dot (`1.0e-4`); quoted strings stay strings."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-                              list("-+0123456789."))
 
 
 def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:

@@ -6,7 +6,7 @@ Paper tables cited as "T6" (pre-training hyperparameters) and "T7" (fine-tuning 
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,42 +14,20 @@ from .paths import check_name
 from .perturb import PERTURBATIONS  # the registry is the one list of perturbation kinds
 from .registry import UnknownName
 
-# Upper bounds for "a number this large cannot be what was meant" (issue #17), far above any paper setting.
-MAX_INT = 2**53  # any int field: beyond it a value is not exact as a float (JSON readers, MLflow metrics)
-MAX_STEPS = 100_000_000  # 100x the paper's 1M (T6 Small)
-MAX_WIDTH = 65_536  # hidden / embedding / intermediate sizes, sequence lengths, positions
-MAX_BATCH = 1_000_000
-MAX_FLOPS = 1e26  # ELECTRA-Large 1.75M is 3.1e21 FLOPs (T8)
-
-Steps = Annotated[int, Field(gt=0, le=MAX_STEPS)]
-Width = Annotated[int, Field(gt=0, le=MAX_WIDTH)]
-Batch = Annotated[int, Field(gt=0, le=MAX_BATCH)]
-
 
 class Strict(BaseModel):
-    """Base of every config section. New fields get, with no code of their own: unknown keys refused, strict types
-    (no bool for a number, no "3" for 3, no 1e18 float for an int step count), finite floats only (no .inf/.nan,
-    also through `--set`), and |int| <= 2**53. A new field adds its own range with Field(gt=..., le=...) or one of
-    the aliases above (Steps, Width, Batch)."""
+    """The base of every config section (issue #17): unknown keys refused, values never coerced (`true` is not 1,
+    `"3"` is not 3; an int is still a valid float), inf/nan refused. New fields get all three for free; give a
+    number an upper bound too (the `MAX_*` below) so a value that validates also means something."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _int_magnitude(cls, v: Any) -> Any:
-        if _too_big(v):
-            raise ValueError(f"a number larger than 2**53 in magnitude cannot be meant (got {v!r})")
-        return v
 
-
-def _too_big(v: Any) -> bool:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return abs(v) > MAX_INT
-    if isinstance(v, (list, tuple)):
-        return any(_too_big(x) for x in v)
-    if isinstance(v, dict):
-        return any(_too_big(x) for x in v.values())
-    return False
+# Sanity bounds: far beyond any real run, low enough that arithmetic on them cannot overflow or allocate absurdly.
+MAX_STEPS = 100_000_000  # 100x ELECTRA-Large's 1.75M steps (T6)
+MAX_FLOPS = 1e24  # ~300x ELECTRA-Large's 3.1e21 training FLOPs (T8)
+MAX_WIDTH = 65_536  # hidden/intermediate/embedding sizes, batch sizes
+MAX_SEQ = 8192  # sequence lengths and position tables
 
 
 def _distinct(seeds: list[int] | None) -> list[int] | None:
@@ -62,20 +40,20 @@ class ModelConfig(Strict):
     """Discriminator (and MLM baseline) encoder. The generator is derived from it (sizes.generator_dims)."""
 
     size: Literal["tiny", "mini", "small", "base", "large"] = "small"  # T6 presets (+ CPU-scale tiny/mini)
-    hidden_size: Width | None = None  # overrides the preset; T6 Small: 256
+    hidden_size: int | None = Field(None, gt=0, le=MAX_WIDTH)  # overrides the preset; T6 Small: 256
     num_layers: int | None = Field(None, gt=0, le=1024)  # T6 Small: 12
     num_heads: int | None = Field(None, gt=0, le=1024)  # T6 Small: 4
-    intermediate_size: Width | None = None  # T6 Small: 1024
-    embedding_size: Width | None = None  # factorised embedding, T6 Small: 128 (projected to hidden)
+    intermediate_size: int | None = Field(None, gt=0, le=MAX_WIDTH)  # T6 Small: 1024
+    embedding_size: int | None = Field(None, gt=0, le=MAX_WIDTH)  # factorised, T6 Small: 128 (projected to hidden)
     dropout: float = Field(0.1, ge=0, lt=1)  # T6: 0.1
     attention_dropout: float = Field(0.1, ge=0, lt=1)  # T6: 0.1
-    max_position_embeddings: Width = 512  # BERT/ELECTRA default
+    max_position_embeddings: int = Field(512, gt=0, le=MAX_SEQ)  # BERT/ELECTRA default
     attention: Literal["eager", "sdpa"] = "eager"  # eager was faster with bf16 on CPU (stack-notes)
 
 
 class TokenizerConfig(Strict):
     vocab: str = "vocab/bert-base-uncased-vocab.txt"  # ELECTRA's uncased vocab; relative to the data root
-    train_vocab_size: int | None = Field(None, ge=256, le=1_000_000)  # train a WordPiece vocab of this size
+    train_vocab_size: int | None = Field(None, ge=256)  # train a WordPiece vocab of this size on the corpus
     train_max_bytes: int = Field(50_000_000, gt=0)  # corpus text read to train that vocab
     lowercase: bool = True  # ELECTRA models are uncased (electra-reference §12.2)
 
@@ -86,7 +64,7 @@ class CorpusConfig(Strict):
                           "corpus/reuters-21578/*.txt.gz"]
     weights: list[float] | None = None  # mixture weights per source (documents resampled); None = as read
     max_bytes: int | None = Field(None, gt=0)  # read at most this much text per source (None: all)
-    max_seq_length: int = Field(128, ge=8, le=MAX_WIDTH)  # T6 Small: 128
+    max_seq_length: int = Field(128, ge=8, le=MAX_SEQ)  # T6 Small: 128
     heldout_blocks: int = Field(256, ge=0)  # blocks kept out of training for pre-training eval
     single_segment_prob: float = Field(0.1, ge=0, le=1)  # GR build_pretraining_dataset: 10% one segment
     short_seq_prob: float = Field(0.05, ge=0, le=1)  # GR: 5% random target length in [5, max]
@@ -119,18 +97,18 @@ class PretrainConfig(Strict):
     adam_beta2: float = Field(0.999, ge=0, lt=1)  # T6
     adam_bias_correction: bool = True  # False = the official code's AdamWeightDecay (no bias correction)
     grad_clip: float = Field(1.0, gt=0)  # GR optimization.py global-norm clip
-    batch_size: Batch = 128  # T6 Small: 128
-    steps: Steps = 1_000_000  # T6 Small: 1M; ignored when `budget_flops` is set
-    budget_flops: float | None = Field(None, gt=0, le=MAX_FLOPS)  # steps = budget / FLOPs per step
+    batch_size: int = Field(128, gt=0, le=MAX_WIDTH)  # T6 Small: 128
+    steps: int = Field(1_000_000, gt=0, le=MAX_STEPS)  # T6 Small: 1M; ignored when `budget_flops` is set
+    budget_flops: float | None = Field(None, gt=0, le=MAX_FLOPS)  # equal compute: steps = budget / FLOPs per step
     # How `budget_flops` counts: "official" = GR flops_computation.py (embedding lookups as dense one-hot matmuls,
     # the paper's Table 1 FLOPs); "compute" = lookups as gathers (what the hardware does: with a small model and
     # an 8k vocab the dense lookup dominates and gives BERT ~54% more steps than ELECTRA, issue 14 audit)
     flops_convention: Literal["official", "compute"] = "official"
-    eval_every: Steps = 500  # steps between held-out RTD evaluations
+    eval_every: int = Field(500, gt=0, le=MAX_STEPS)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0, le=100_000)
     # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
     # steps / 20, at most 50. Logging only: not part of the run key.
-    log_every: Steps | None = None
+    log_every: int | None = Field(None, gt=0, le=MAX_STEPS)
     checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
@@ -152,8 +130,8 @@ class PretrainConfig(Strict):
     @field_validator("checkpoints")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:
-        if not v or any(not 0 < f <= 1 for f in v):
-            raise ValueError("checkpoint fractions must be in (0, 1], at least one")
+        if any(not 0 < f <= 1 for f in v):
+            raise ValueError("checkpoint fractions must be in (0, 1]")
         return sorted(set(v))
 
     @field_validator("generator_size")
@@ -191,9 +169,9 @@ class FinetuneConfig(Strict):
     warmup_fraction: float = Field(0.1, ge=0, lt=1)  # T7
     weight_decay: float = Field(0.0, ge=0)  # T7: 0 (GR code: 0.01)
     adam_eps: float = Field(1e-6, gt=0)  # T7
-    batch_size: Batch = 32  # T7
+    batch_size: int = Field(32, gt=0, le=MAX_WIDTH)  # T7
     epochs: float | None = Field(None, gt=0, le=10_000)  # None: the task's default (T7: 3; RTE/STS-B 10)
-    max_seq_length: int = Field(128, ge=8, le=MAX_WIDTH)  # <= model.max_position_embeddings
+    max_seq_length: int = Field(128, ge=8, le=MAX_SEQ)
     train_examples: int | None = Field(None, gt=0)  # low-resource: a seeded subsample of the train split
     dev_examples: int | None = Field(None, gt=0)  # cap the dev split (seeded subsample; None: all)
     head: Literal["linear", "hf"] = "linear"  # §3.1: linear on [CLS]; "hf": ElectraClassificationHead
@@ -217,23 +195,16 @@ class RunConfig(Strict):
     finetune: FinetuneConfig = FinetuneConfig()
 
     @model_validator(mode="after")
-    def _across_sections(self):
-        if self.finetune.init in ("pretrained", "random"):  # an external encoder brings its own position table
-            for section in ("corpus", "finetune"):
-                if getattr(self, section).max_seq_length > self.model.max_position_embeddings:
-                    raise ValueError(f"{section}.max_seq_length {getattr(self, section).max_seq_length} exceeds "
-                                     f"model.max_position_embeddings {self.model.max_position_embeddings}")
-        if self.finetune.init == "pretrained":
-            p, want = self.pretrain, self.finetune.checkpoint
-            if want not in p.checkpoints:
-                raise ValueError(f"finetune.checkpoint {want} is not saved: pretrain.checkpoints are "
-                                 f"{p.checkpoints}")
-            if p.budget_flops is None:  # pretrain.py saves one fraction per step: the largest landing there wins
-                step = max(1, round(want * p.steps))
-                kept = max(f for f in p.checkpoints if max(1, round(f * p.steps)) == step)
-                if kept != want:
-                    raise ValueError(f"finetune.checkpoint {want} is never saved: with pretrain.steps {p.steps} it "
-                                     f"lands on step {step}, like {kept}, which is saved there")
+    def _fits_together(self):
+        """Cross-field rules: values each valid alone that cannot mean what was asked together (issue #17)."""
+        positions = self.model.max_position_embeddings
+        for name, length in (("corpus", self.corpus.max_seq_length), ("finetune", self.finetune.max_seq_length)):
+            if length > positions:
+                raise ValueError(f"{name}.max_seq_length {length} exceeds model.max_position_embeddings {positions}"
+                                 " (the position table has no row for the later tokens)")
+        if self.finetune.init == "pretrained" and self.finetune.checkpoint not in self.pretrain.checkpoints:
+            raise ValueError(f"finetune.checkpoint {self.finetune.checkpoint:g} is never saved: pretrain.checkpoints"
+                             f" is {[f'{f:g}' for f in self.pretrain.checkpoints]}")
         return self
 
     @property
@@ -281,7 +252,9 @@ class TableConfig(Strict):
 
     title: str | None = None  # heading of table.md; None: "<suite name>: <description>"
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
-    extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    # extra columns: train_flops, params, or a held-out pretraining metric: disc_recall, disc_auc, lookup_auc
+    # (context-free baseline), token_cosine (collapse signal), gen_mlm_acc, ...
+    extra: list[str] = []
     spread: Literal["sd", "ci"] = "sd"  # after the median: sample sd over seeds, or a bootstrap 95% CI (§3.1 medians)
     digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
@@ -314,7 +287,7 @@ class SearchParam(Strict):
 class SearchConfig(Strict):
     space: dict[str, SearchParam]  # dotted run path (e.g. finetune.lr) -> distribution
     objective: str  # a task of the suite (its headline metric, direction from the metric registry) or "glue"
-    n_trials: int = Field(20, gt=0, le=100_000)
+    n_trials: int = Field(20, gt=0)
     timeout_s: float | None = Field(None, gt=0)
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"  # fed by dev metrics after each epoch
@@ -392,36 +365,19 @@ class SuiteConfig(Strict):
     @field_validator("name")
     @classmethod
     def _no_traversal(cls, v: str) -> str:
-        return check_name(v, nested=True)
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v or len(set(v)) != len(v) or len(v) > 1000:
-            raise ValueError("seeds must be a non-empty list of at most 1000 distinct integers (a repeated seed "
-                             "would be one run key twice)")
-        return v
-
-    @field_validator("tasks")
-    @classmethod
-    def _tasks(cls, v: list[str]) -> list[str]:
-        dup = next((t for t in v if v.count(t) > 1), None)
-        if dup:
-            raise ValueError(f"task '{dup}' is listed twice")
-        return v
-
-    @field_validator("cells")
-    @classmethod
-    def _cells(cls, v: list) -> list:
-        if not v:
-            raise ValueError("a suite needs at least one cell")
-        return v
-
+        return check_name(v, nested=True)  # paths.py: the one check for names used in paths
 
     @field_validator("pretrain_seeds")
     @classmethod
     def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
         return _distinct(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_ft_seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):  # a repeated seed would make two records with one run key
+            raise ValueError("seeds must be a non-empty list without repeats")
+        return v
 
     @field_validator("axes")
     @classmethod

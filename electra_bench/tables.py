@@ -15,7 +15,8 @@ The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.f
   glue_tasks      [task names] averaged into the GLUE column (a suite: its tasks with `TaskSpec.glue`; a mapping
                   without it: `columns`); the column appears when there are at least two
   rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
-  extra           [names] from the pretrain records: "train_flops", "params" or an RTD metric ("disc_recall", ...)
+  extra           [names] from the pretrain records: "train_flops", "params" or a held-out metric ("disc_recall",
+                  "disc_auc", "lookup_auc", "token_cosine", ...)
   spread, digits  "sd" or "ci" after the median; decimals of metric values
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (<reference_name>)" column
   claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;

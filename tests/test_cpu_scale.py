@@ -162,3 +162,29 @@ def test_heldout_eval_samples_at_temperature_1_and_restores_the_training_one(mon
     evaluate(algorithm, held, s)
     assert seen and set(seen) == {1.0}
     assert all(g.temperature == 2.0 for g in gens)
+
+
+# --- the shortcut baseline and the collapse signal -----------------------------------------------------------------
+
+def test_mean_token_cosine_by_hand():
+    from electra_bench.pretrain import mean_token_cosine
+
+    same = torch.ones(1, 4, 3)  # every token the same vector: collapsed
+    orth = torch.eye(3)[None]  # three orthogonal states
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert mean_token_cosine(same, mask).item() == pytest.approx(1.0)
+    assert mean_token_cosine(orth, torch.ones(1, 3)).item() == pytest.approx(0.0, abs=1e-6)
+    mixed = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])  # pad row ignored
+    assert mean_token_cosine(mixed, mask).item() == pytest.approx(1 / 3)
+
+
+def test_lookup_auc_by_hand():
+    from electra_bench.pretrain import lookup_auc
+
+    # token 7 always replaced, token 3 never: the lookup separates perfectly
+    fit_t, fit_y = torch.tensor([7, 7, 3, 3, 3]), torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0])
+    assert lookup_auc(fit_t, fit_y, torch.tensor([7, 3, 3]), torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    # a token id says nothing: every id equally often replaced -> chance
+    fit_t, fit_y = torch.tensor([1, 1, 2, 2]), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    assert lookup_auc(fit_t, fit_y, torch.tensor([1, 2, 1, 2]), torch.tensor([1.0, 0.0, 0.0, 1.0])) == 0.5
+    assert lookup_auc(fit_t, fit_y, torch.tensor([1, 2]), torch.tensor([0.0, 0.0])) is None

@@ -25,7 +25,7 @@ def test_suite_file_over_the_size_limit(sandbox, capsys):  # noqa: F811
     big = sandbox.suites / "big.yaml"
     big.write_text("name: big\ndescription: \"" + "x" * 1_000_000 + "\"\n")
     res = run_cli(["validate", str(big), "--data-root", str(sandbox.data)], capsys)
-    assert res.code == 2 and "larger than the 128 KiB" in the_message(res.stderr)
+    assert res.code == 2 and "larger than 1,000,000 bytes" in the_message(res.stderr)
     assert sandbox.written() == []
 
 
