@@ -321,7 +321,9 @@ if point == "after_record_append":  # SIGKILL right after the line is written (n
 else:  # after the last record: in the cell summary, or in the final render
     def die(*a, **kw):
         os._exit(137)
-    setattr(runner, {"last_cell_summary": "_log_cell_summary", "final_render": "render"}[point], die)
+    name = {"last_cell_summary": "log_cell_summary", "final_render": "render"}[point]
+    assert hasattr(runner, name), name  # the kill point must exist, or the test would test nothing
+    setattr(runner, name, die)
 sys.exit(cli.main(["run", sys.argv[1], "--no-progress"]))
 """
 
