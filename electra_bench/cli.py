@@ -234,7 +234,9 @@ def cmd_plan(suite, args) -> int:
             steps = planned_steps(u.cell.config, vocab)
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
-            eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
+            # the measured rates are official-count FLOP/s: time the unit by its official count too
+            official = flops_per_step(_official_flops(u.cell.config), vocab) * steps
+            eta = f"~{official / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
         pseed = pretrain_seed_of(u.cell)
         table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
                       "" if u.seed is None else str(u.seed),
@@ -254,8 +256,14 @@ def cmd_plan(suite, args) -> int:
     return 0
 
 
+def _official_flops(run):
+    """The run with its FLOPs counted by the official convention (what the measured rates are in)."""
+    return run.model_copy(update={"pretrain": run.pretrain.model_copy(update={"flops_convention": "official"})})
+
+
 def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
-    """Median train_flops / wall_s of the finished pre-training records under results/, per precision."""
+    """Median train_flops / wall_s of the finished pre-training records under results/, per precision; only records
+    counted by the official FLOPs convention (all before issue 14 were), so rates of both conventions never mix."""
     import json
     from statistics import median
 
@@ -266,7 +274,8 @@ def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops"):
+            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops") \
+                    and rec.get("flops_convention", "official") == "official":
                 precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
                 rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
     if not rates:
