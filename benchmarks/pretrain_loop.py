@@ -113,8 +113,10 @@ def run_loop(run: RunConfig, blocks: Blocks, steps: int, log_every: int, device:
     with context, tempfile.TemporaryDirectory() as out:
         module.pretrain(algorithm, blocks, Blocks(blocks.input_ids[:s.batch_size], blocks.token_type_ids[
             :s.batch_size]), s, Path(out), tokenizer=None, log=log, show_progress=False)
-    steady = windows[1:] or windows
-    return {"tokens_per_s": timing.median(steady), "windows_tokens_per_s": windows,
+    steady = timing.median(windows[1:] or windows)
+    steps_per_s = steady / (s.batch_size * run.corpus.max_seq_length)  # every block is full length
+    return {"batch_size": s.batch_size, "tokens_per_s": steady, "windows_tokens_per_s": windows,
+            "flops_per_s": flops_per_step(run, vocab.size) * steps_per_s,
             "wall_s": time.perf_counter() - t0,
             "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda" else None}
 
@@ -160,9 +162,8 @@ def cuda_sweep(args, model, seq_len: int, vocab_size: int) -> dict:
             rows[name] = {"batch_size": batch, "skipped": "out of memory"}
             torch.cuda.empty_cache()
             return
-        fps = flops_per_step(run, vocab_size)
-        r["mfu"] = fps * r["tokens_per_s"] / (batch * seq_len) / (peak * 1e9)
-        rows[name] = {"batch_size": batch, "options": options, **r}
+        r["mfu"] = r["flops_per_s"] / (peak * 1e9)
+        rows[name] = {"options": options, **r}
         print(f"[{NAME}] {name}: {r['tokens_per_s']:,.0f} tokens/s, MFU {r['mfu']:.3f}, "
               f"{r['peak_memory_gib']:.1f} GiB", file=sys.stderr, flush=True)
 
