@@ -2,6 +2,9 @@
 
 User errors (a bad suite, override, data file or argument) print one line naming file, line and field, and exit
 with status 2 without running or writing anything. A suite whose units partly failed exits with status 1.
+
+Every command imports what it runs inside its own function (deferred), so each loads only what it uses: `validate`
+and a fully cached `run` never load torch (tests/test_layers.py exempts this module from marking each such import).
 """
 from __future__ import annotations
 
@@ -149,7 +152,7 @@ def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
     from .config import ConfigError
     from .corpus import source_files
-    from .tasks import TASKS, DataError
+    from .tasks import DataError
 
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
@@ -166,7 +169,7 @@ def cmd_validate(suite, args) -> int:
                 raise ConfigError(f"vocab file {vocab} not found", file, line, "base.tokenizer.vocab")
     custom = [d.get("name") for d in suite.config.custom_tasks]
     for k, task in enumerate(suite.config.tasks):
-        spec = TASKS.get(task)
+        spec = suite.tasks[task]
         for split in ("train", *spec.dev_splits[:1]):
             path = spec.file_path(split, plan.data_root)
             if not path.is_file() and spec.hub is None:

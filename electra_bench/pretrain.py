@@ -22,6 +22,7 @@ import torch
 from . import progress
 from .corpus import Blocks
 from .model.algorithms import Algorithm
+from .model.generators import MaskedLMGenerator
 from .model.objectives import Batch, PretrainOutput
 from .optim import linear_schedule, make_optimizer
 
@@ -143,20 +144,98 @@ class RTDMeter:
 
 
 @torch.no_grad()
-def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict[str, float]:
-    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off."""
+def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings, train: Blocks | None = None
+             ) -> dict[str, float]:
+    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off, and the generator
+    sampling at temperature 1 whatever the training temperature: the paper's fakes. Scored at T=2 the fakes
+    over-sample rare tokens and a context-free lookup of P(replaced | token id) nearly matches the discriminator
+    (issue 14 audit), so a training-temperature score measures the shortcut, not the discriminator.
+
+    Beside them: `token_cosine`, the mean cosine between the top-layer states of the tokens of a held-out
+    sequence (uncorrupted input; near 1 = the representations collapsed toward one vector), and, for objectives
+    with a discriminator and when `train` is given, `lookup_auc`: the AUC of the context-free lookup
+    P(replaced | token id) estimated on T=1 fakes of LOOKUP_TRAIN_BATCHES x eval_batches training batches and
+    scored on the held-out fakes, the shortcut baseline to set beside `disc_auc`."""
     objective = algorithm.objective
     was_training = objective.training
     objective.eval()
-    rng = torch.Generator(device=s.device).manual_seed(1234)
-    meter = RTDMeter()
-    n = min(len(heldout), s.eval_batches * s.batch_size)
+    sampling = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
+    temperatures = [m.temperature for m in sampling]
+    for m in sampling:
+        m.temperature = 1.0
+    try:
+        meter, tokens, cosines = RTDMeter(), [], []
+        rng = torch.Generator(device=s.device).manual_seed(1234)  # the same masks and fakes every eval
+        for batch in _eval_batches(heldout, s.eval_batches, s):
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                out = objective(batch, rng=rng, keep_scores=True)
+                hidden = _top_states(objective.encoder(), batch)
+            meter.add(out)
+            if out.disc_tokens is not None:
+                tokens.append(out.disc_tokens)
+            cosines.append(mean_token_cosine(hidden, batch.attention_mask))
+        metrics = meter.metrics()
+        metrics["token_cosine"] = float(torch.cat(cosines).mean())
+        if tokens and train is not None and "disc_auc" in metrics:
+            fit_tokens, fit_labels = [], []
+            rng = torch.Generator(device=s.device).manual_seed(4321)
+            for batch in _eval_batches(train, LOOKUP_TRAIN_BATCHES * s.eval_batches, s):
+                with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                    out = objective(batch, rng=rng, keep_scores=True)
+                fit_tokens.append(out.disc_tokens)
+                fit_labels.append(out.disc_labels)
+            auc = lookup_auc(torch.cat(fit_tokens), torch.cat(fit_labels), torch.cat(tokens), torch.cat(meter.labels))
+            if auc is not None:
+                metrics["lookup_auc"] = auc
+    finally:
+        objective.train(was_training)
+        for m, t in zip(sampling, temperatures):
+            m.temperature = t
+    return metrics
+
+
+LOOKUP_TRAIN_BATCHES = 4  # training batches per held-out batch that estimate P(replaced | token id)
+
+
+def _eval_batches(blocks: Blocks, n_batches: int, s: PretrainSettings):
+    n = min(len(blocks), n_batches * s.batch_size)
     for start in range(0, n, s.batch_size):
-        rows = np.arange(start, min(start + s.batch_size, n))
-        with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-            meter.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
-    objective.train(was_training)
-    return meter.metrics()
+        yield to_batch(blocks, np.arange(start, min(start + s.batch_size, n)), s.device)
+
+
+def _top_states(encoder: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    body = getattr(encoder, "electra", encoder)  # ElectraForPreTraining / ForMaskedLM -> their ElectraModel
+    return body(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                token_type_ids=batch.token_type_ids).last_hidden_state
+
+
+def mean_token_cosine(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] mean cosine over the pairs of distinct non-pad tokens of each sequence: (|sum of unit vectors|^2 - n)
+    / (n (n - 1)), no [L, L] matrix. 1 = every token state points the same way (representation collapse)."""
+    unit = torch.nn.functional.normalize(hidden.float(), dim=-1) * mask[..., None].float()  # [B, L, H]
+    n = mask.float().sum(-1)  # [B]
+    total = unit.sum(1).pow(2).sum(-1)  # [B] |sum_i u_i|^2 = n + sum_{i != j} cos(i, j)
+    return (total - n) / (n * (n - 1)).clamp(min=1.0)
+
+
+def lookup_auc(fit_tokens: torch.Tensor, fit_labels: torch.Tensor, tokens: torch.Tensor,
+               labels: torch.Tensor, prior_weight: float = 1.0) -> float | None:
+    """AUC of the context-free detector P(replaced | token id), counted on (fit_tokens, fit_labels) with
+    `prior_weight` pseudo-counts of the overall replaced rate (unseen ids score that rate), scored on (tokens,
+    labels). None when the labels have one class."""
+    fit_tokens, tokens = fit_tokens.long().cpu(), tokens.long().cpu()
+    fit_labels, labels = fit_labels.double().cpu(), labels.double().cpu()
+    size = int(max(fit_tokens.max(), tokens.max())) + 1
+    seen = torch.bincount(fit_tokens, minlength=size).double()
+    replaced = torch.bincount(fit_tokens, weights=fit_labels, minlength=size)
+    prior = float(fit_labels.mean()) if len(fit_labels) else 0.0
+    scores = ((replaced + prior_weight * prior) / (seen + prior_weight))[tokens]
+    y = labels.numpy()
+    if not 0 < y.sum() < len(y):
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, scores.numpy()))
 
 
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
@@ -287,7 +366,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
                 bar.update(0, f"loss {metrics['train/loss']:.3f} rec {metrics.get('train/disc_recall', 0):.2f}")
                 meter, t_log, tokens = RTDMeter(), now, 0
             if evals or step == s.steps:
-                log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s).items()}, step)
+                log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s, train).items()}, step)
             if step in ckpt_steps:
                 save = checkpoint_dir(out_dir, ckpt_steps[step])
                 objective.encoder().save_pretrained(save)
@@ -296,4 +375,4 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
             if saves:
                 _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
             bar.update(1)
-    return evaluate(algorithm, heldout, s)
+    return evaluate(algorithm, heldout, s, train)

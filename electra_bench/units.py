@@ -14,10 +14,12 @@ import torch
 
 from . import corpus as corpus_mod
 from . import flops
-from .build import build_objective, disc_dims
+from .build import build_objective, disc_dims, electra_config
+from .finetune import FinetuneSettings, finetune
 from .model.algorithms import ALGORITHMS
+from .model.heads import EncoderWithHead, load_encoder
 from .model.objectives import Vocab
-from .pretrain import PretrainSettings, pretrain
+from .pretrain import PretrainSettings, pretrain, save_generator
 from .schema import RunConfig
 from .sizes import generator_dims
 from .tokenizer import file_digest, load_tokenizer, train_wordpiece
@@ -93,7 +95,7 @@ def flops_per_step(run: RunConfig, vocab_size: int) -> float:
     if pre.objective != "mlm" and pre.generator_size != "unigram":
         gen = flops.EncoderDims.from_dims(generator_dims(dims, float(pre.generator_size)), vocab_size)
     return flops.train_flops_per_step(disc, gen, pre.objective, run.corpus.max_seq_length, pre.batch_size,
-                                      pre.mask_prob)
+                                      pre.mask_prob, pre.flops_convention)
 
 
 def planned_steps(run: RunConfig, vocab_size: int) -> int:
@@ -151,8 +153,6 @@ def export_generator(run: RunConfig, out_dir: Path, checkpoint: Path) -> None:
     """Save the generator of a finished pre-training made before generators were saved, from its final state."""
     from transformers import AutoTokenizer
 
-    from .pretrain import save_generator
-
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     objective = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
     objective.load_state_dict(torch.load(out_dir / "state.pt", map_location="cpu", weights_only=False)["model"])
@@ -160,8 +160,6 @@ def export_generator(run: RunConfig, out_dir: Path, checkpoint: Path) -> None:
 
 
 def finetune_settings(run: RunConfig, spec, seed: int, device: str):
-    from .finetune import FinetuneSettings
-
     ft = run.finetune
     return FinetuneSettings(
         lr=ft.lr, layerwise_decay=ft.layerwise_lr_decay, official_layer_decay=ft.official_layer_decay,
@@ -177,17 +175,16 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
     `robustness` (robustness.RobustSettings): also score perturbed dev sets."""
     from transformers import AutoTokenizer
 
-    from .build import electra_config
-    from .finetune import finetune
-    from .model.heads import EncoderWithHead, load_encoder
 
+    ft = run.finetune
     if encoder_source is None:
         tokenizer, _ = get_tokenizer(run, env)
         cfg = electra_config(disc_dims(run.model), len(tokenizer), run.model)
     else:
         tokenizer, cfg = AutoTokenizer.from_pretrained(encoder_source), None
     torch.manual_seed(seed)  # head (and, for random init, encoder) initialisation depends on the seed
-    encoder = load_encoder(encoder_source, cfg)
+    # fine-tuning dropout (finetune.dropout), not the pre-training one the encoder was saved with
+    encoder = load_encoder(encoder_source, cfg, dropout=ft.dropout, attention_dropout=ft.attention_dropout)
     n_out = 1 if spec.kind == "regression" else len(spec.labels)
     model = EncoderWithHead(encoder, n_out, per_token=spec.kind == "tagging", head=run.finetune.head)
     settings = finetune_settings(run, spec, seed, resolve_device(run.finetune.device))

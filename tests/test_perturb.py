@@ -268,7 +268,8 @@ def test_summary_drops_and_auc_by_hand():
 
 
 def test_summary_of_a_lower_is_better_metric_counts_a_rise_as_a_drop():
-    from electra_bench.robustness import higher_is_better, summary
+    from electra_bench.metrics import higher_is_better
+    from electra_bench.robustness import summary
 
     out = summary({("char_typo", 0.5): 3.0}, 2.0, "loss", False)
     assert out["robust_drop/char_typo/0.5"] == 1.0 and out["robust_rel_drop/char_typo"] == 50.0
@@ -303,10 +304,11 @@ def test_a_generator_missing_from_an_older_checkpoint_is_exported_from_its_state
 
     from electra_bench.build import build_objective
     from electra_bench.pretrain import GENERATOR_DIR
-    from electra_bench.schema import RunConfig
+    from electra_bench.schema import CorpusConfig, FinetuneConfig, RunConfig
     from electra_bench.units import export_generator, vocab_of
 
-    run = RunConfig(model=tiny_model_config())
+    run = RunConfig(model=tiny_model_config(), corpus=CorpusConfig(max_seq_length=64),  # fits its 64 positions
+                    finetune=FinetuneConfig(max_seq_length=64))
     objective = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
     ckpt = tmp_path / "checkpoint-100pct"
     objective.encoder().save_pretrained(ckpt)

@@ -13,7 +13,7 @@ from conftest import tiny_model_config
 from electra_bench import corpus
 from electra_bench.model.objectives import PretrainOutput
 from electra_bench.pretrain import NonFiniteLoss, RTDMeter, batch_rows, checkpoint_dir
-from electra_bench.schema import CorpusConfig, PretrainConfig, RunConfig, TokenizerConfig
+from electra_bench.schema import CorpusConfig, FinetuneConfig, PretrainConfig, RunConfig, TokenizerConfig
 from electra_bench.tasks import DataError
 from electra_bench.tokenizer import load_tokenizer, train_wordpiece
 from electra_bench.units import Env, run_pretrain
@@ -45,6 +45,7 @@ def run_config(vocab_file: Path, model=None, **pretrain) -> RunConfig:
                   eval_batches=2, seed=0, device="cpu", precision="fp32")
     return RunConfig(model=model or tiny_model_config(), tokenizer=TokenizerConfig(vocab=str(vocab_file)),
                      corpus=CorpusConfig(sources=SOURCES, max_seq_length=32, heldout_blocks=8),
+                     finetune=FinetuneConfig(max_seq_length=32),  # within the tiny model's 64 positions
                      pretrain=PretrainConfig(**{**fields, **pretrain}))
 
 
@@ -222,6 +223,8 @@ def test_final_metrics(run_a):
         assert 0.0 <= m[key] <= 1.0, key
     assert 0 < m["replaced_frac"] < 1  # both classes present, so the AUC exists
     assert 0.0 <= m["disc_auc"] <= 1.0
+    assert 0.0 <= m["lookup_auc"] <= 1.0 and -1.0 <= m["token_cosine"] <= 1.0  # issue 14 baselines
+    assert sorted(logs.series("eval/token_cosine")) == [6, 12]
     train_steps = sorted(logs.series("train/loss"))
     assert train_steps == list(range(1, 13))  # log_every = 1 at 12 steps
     assert sorted(logs.series("eval/disc_auc")) == [6, 12]

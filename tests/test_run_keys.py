@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from electra_bench.config import _set_path
+from electra_bench.config import set_path
 from electra_bench.schema import RunConfig
 from electra_bench.suite import NON_SEMANTIC, PRETRAIN_SECTIONS, finetune_key, pretrain_key, upstream_of
 from electra_bench.tasks import TASKS
@@ -56,7 +56,7 @@ def mutate(base: dict, path: str, info) -> dict | None:
     for cand in candidates(value, info):
         if cand == value:
             continue
-        data = _set_path(base, tuple(path.split(".")), cand)
+        data = set_path(base, tuple(path.split(".")), cand)
         try:
             RunConfig.model_validate(data)
         except ValidationError:
@@ -95,7 +95,7 @@ def test_finetune_key_depends_on_seed_task_and_upstream():
 
 def test_pretrain_key_ignores_finetune_section():
     a = RunConfig()
-    b = RunConfig.model_validate(_set_path(BASE, ("finetune", "lr"), 1e-3))
+    b = RunConfig.model_validate(set_path(BASE, ("finetune", "lr"), 1e-3))
     assert pretrain_key(a, ROOT) == pretrain_key(b, ROOT)
 
 

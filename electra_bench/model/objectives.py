@@ -33,6 +33,7 @@ class PretrainOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)  # counts summed over the batch (see rtd_counts)
     disc_probs: Tensor | None = None  # [N] P(replaced) at the scored tokens (eval: AUC)
     disc_labels: Tensor | None = None  # [N] 1 = replaced
+    disc_tokens: Tensor | None = None  # [N] the (possibly replaced) token ids D saw there (context-free baseline)
 
 
 @dataclass
@@ -147,6 +148,7 @@ class ElectraObjective(_Objective):
         if keep_scores:
             keep = weights.bool()
             out.disc_probs, out.disc_labels = torch.sigmoid(logits[keep]).detach(), labels[keep]
+            out.disc_tokens = corrupted[keep]
         return out
 
 
