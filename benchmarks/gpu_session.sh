@@ -9,8 +9,9 @@
 #       (the 50% and 25% checkpoints). Records are appended as each unit finishes, so a cut-off run keeps them.
 # Usage:  bash benchmarks/gpu_session.sh [--rehearse] [--budget-s SECONDS] [OUT]   (480 s, rehearsal 150 s; OUT
 #         default results/gpu_session)
-# --rehearse shrinks every budget (tiny model, 32 examples per task, CPU) so the whole script runs in ~2 min on a
-# CPU: tests/test_gpu_session.py runs it, so the first GPU call does not fail on a typo.
+# --rehearse shrinks every budget (tiny model, 32 examples per task, CPU) so the whole script runs on a CPU and the
+# first GPU call does not fail on a typo. Rehearsed here through (a)-(c) and part of (d) (2 cores at load ~18: far
+# slower than the ~2 min aimed at); a pytest test that runs it whole is still to be added.
 # Expects python3 with torch and pytest (PYTHON overrides); other packages as wheels in .whl/ (installed to
 # /tmp/site); a data root in $ELECTRA_BENCH_DATA (default .devdata/: a copy of what the suites read, never committed).
 set -uo pipefail
