@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import _timing as timing  # benchmarks/ is on sys.path: the script's own folder (tests prepend it)
@@ -97,7 +97,7 @@ def run_loop(run: RunConfig, blocks: Blocks, steps: int, log_every: int, device:
     vocab = QUICK_VOCAB if run.model.size == "tiny" else BERT_VOCAB
     torch.manual_seed(0)
     algorithm = Algorithm(build_objective(run.model, run.pretrain, vocab))
-    s = settings_for(run, steps, device)
+    s = replace(settings_for(run, steps, device), checkpoints=())  # nothing saved but the final state
     windows: list[float] = []
 
     def log(metrics: dict, step: int) -> None:
@@ -123,7 +123,7 @@ def run_loop(run: RunConfig, blocks: Blocks, steps: int, log_every: int, device:
 
 def config(model, batch_size: int, seq_len: int, device: str, log_every: int, **options) -> RunConfig:
     attention = options.pop("attention", model.attention)
-    pre = PretrainConfig(batch_size=batch_size, device=device, log_every=log_every, checkpoints=[], eval_batches=1,
+    pre = PretrainConfig(batch_size=batch_size, device=device, log_every=log_every, eval_batches=1,
                          eval_every=10 ** 6, warmup_fraction=0.0, **options)
     run = RunConfig(model=model.model_copy(update={"attention": attention}), pretrain=pre)
     return run.model_copy(update={"corpus": run.corpus.model_copy(update={"max_seq_length": seq_len})})
