@@ -89,27 +89,60 @@ def _parser() -> argparse.ArgumentParser:
     u = suite_cmd("ui", "start the MLflow UI over the suite's tracking store (127.0.0.1 unless --host)",
                   "electra-bench ui suites/quickstart.yaml --port 5000")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=_port, default=5000, help="TCP port, 1-65535 (default 5000)")
     return p
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 1-65535")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every line the harness prints goes through the one masker (redact.py): no credential of a configured URL
+    reaches the terminal, whichever library prints it."""
+    from .redact import MaskingStream, remember
+
     args = _parser().parse_args(argv)
+    remember(getattr(args, "storage", None), getattr(args, "tracking_uri", None))
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = MaskingStream(out), MaskingStream(err)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(args) -> int:
     if not os.environ.get("ELECTRA_BENCH_ONLINE"):  # hub retries cost ~23 s before failing offline (stack-notes)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     _quiet_libraries()
     from .config import ConfigError, load_suite
+    from .redact import remember
+    from .results import RecordError
     from .tasks import DataError
 
     try:
         if args.command in ("ls", "claims"):
             return cmd_ls(args) if args.command == "ls" else cmd_claims(args)
         suite = load_suite(args.suite, args.overrides, args.scale)
+        remember(suite.config.tracking.uri, suite.config.search.storage if suite.config.search else None)
         return COMMANDS[args.command](suite, args)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RecordError as e:  # a records file edited by hand or damaged: name its line, touch nothing
+        print(f"error: {e} (fix or delete that line; the other records are kept)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: records of finished units are kept; re-run to continue", file=sys.stderr)
+        return 130
     except OSError as e:  # unwritable folder, full disk: nothing finished is lost (records are appended atomically)
         where = f" {e.filename}" if e.filename else ""
         print(f"error: cannot write or read{where}: {e.strerror or e} — records of finished units are kept; fix "
@@ -201,7 +234,9 @@ def cmd_plan(suite, args) -> int:
             steps = planned_steps(u.cell.config, vocab)
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
-            eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
+            # the measured rates are official-count FLOP/s: time the unit by its official count too
+            official = flops_per_step(_official_flops(u.cell.config), vocab) * steps
+            eta = f"~{official / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
         pseed = pretrain_seed_of(u.cell)
         table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
                       "" if u.seed is None else str(u.seed),
@@ -221,8 +256,14 @@ def cmd_plan(suite, args) -> int:
     return 0
 
 
+def _official_flops(run):
+    """The run with its FLOPs counted by the official convention (what the measured rates are in)."""
+    return run.model_copy(update={"pretrain": run.pretrain.model_copy(update={"flops_convention": "official"})})
+
+
 def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
-    """Median train_flops / wall_s of the finished pre-training records under results/, per precision."""
+    """Median train_flops / wall_s of the finished pre-training records under results/, per precision; only records
+    counted by the official FLOPs convention (all before issue 14 were), so rates of both conventions never mix."""
     import json
     from statistics import median
 
@@ -233,7 +274,8 @@ def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops"):
+            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops") \
+                    and rec.get("flops_convention", "official") == "official":
                 precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
                 rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
     if not rates:
@@ -399,10 +441,30 @@ def cmd_ui(suite, args) -> int:
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
     from .tracking import mask_credentials
 
+    _check_bindable(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host} serves the MLflow tracking API (read and write, no authentication) to "
+              f"every host that can reach this one", file=sys.stderr)
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_credentials(uri)}); Ctrl-C stops it")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.call([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
-                            args.host, "--port", str(args.port), "--workers", "1"], env=env)
+    # The store URI (it may hold a password) goes by environment, not argv: `ps` shows argv to every user.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
+    return subprocess.call([sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port),
+                            "--workers", "1"], env=env)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """A port in use or a host that is not ours: one line now, not a uvicorn traceback after the server starts."""
+    import socket
+
+    from .config import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})", "--port") from None
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui,

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -47,11 +49,17 @@ class TwoStage(Algorithm):
             self.start_stage_two()
 
     def start_stage_two(self) -> None:
+        """D starts from G (equal sizes, §3.2), then G is frozen: it only proposes replacements. G gets its own
+        copy of whatever it shares with D (tied embeddings, or the whole body with tying "all") and its
+        parameters stop requiring gradients, so D's updates of the shared tables no longer move G (before
+        issue 14 G's tied embeddings kept training through D's loss)."""
         obj = self.objective
         g_body, d_body = obj.generator.model.electra, obj.discriminator.electra
         if g_body is not d_body:
-            d_body.load_state_dict(g_body.state_dict())  # D starts from G (equal sizes, §3.2)
-        obj.train_generator = False  # G is frozen: it only proposes replacements now
+            d_body.load_state_dict(g_body.state_dict())
+        # deepcopy keeps G's own ties (input embeddings = output projection) inside the copy
+        obj.generator.model = copy.deepcopy(obj.generator.model).requires_grad_(False)
+        obj.train_generator = False
         self.stage = 2
 
     def loss(self, batch: Batch, rng: torch.Generator | None) -> PretrainOutput:
