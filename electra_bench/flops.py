@@ -8,7 +8,13 @@ code, so our totals can be set next to the paper's (electra-reference.md §11):
   - backward = forward, so one training step = 2 x forward (GR: "2* for forward/backward pass"). This is NOT the
     common 6*N*D convention (backward = 2 x forward, train = 3 x forward), which would give 1.5 x our numbers;
     the paper's FLOPs (1.29e18 for ELECTRA-Small, ...) were computed with 2 x, so we keep it;
-  - embedding lookups are dense (one-hot times the table: 2*E*V per token), as GR assumes for TPUs;
+  - embedding lookups are dense (one-hot times the table: 2*E*V per token), as GR assumes for TPUs: the
+    `official` convention. The `compute` convention counts lookups (token, position and segment tables, and the
+    MLM loss's pick-out of the target logit) as gathers, 0 FLOPs: what a GPU/CPU actually computes. The two differ
+    less for Small (BERT-Small gets 1.32x ELECTRA-Small's steps at equal FLOPs under `official`, 1.08x under
+    `compute`) than for the cpu-scale tiny model (hidden 128, vocab 8k: the lookups are 53% of the tiny
+    encoder's official count; BERT gets 1.54x ELECTRA's steps under `official`, 1.10x under `compute`;
+    test_flops.py pins these ratios). Tables say which convention their budget used;
   - the MLM output softmax is computed only at masked positions (GR `output_frac`), the discriminator's binary
     head at every position.
 
@@ -41,6 +47,8 @@ BERT_VOCAB = 30522  # uncased WordPiece vocabulary used by BERT and ELECTRA
 
 Objective = Literal["electra", "electra_15", "replace_mlm", "all_tokens_mlm", "mlm"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+Convention = Literal["official", "compute"]  # lookups as dense one-hot matmuls (GR) | as gathers (0 FLOPs)
+CONVENTIONS: tuple[str, ...] = get_args(Convention)
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,13 @@ def block_flops_per_token(d: EncoderDims, seq_len: int) -> float:
     return float(attention + ffn)
 
 
-def input_embedding_flops_per_token(d: EncoderDims, seq_len: int) -> float:
-    """Token, position and segment embeddings (GR `get_embedding_flops(output=False)`), all dense lookups."""
+def input_embedding_flops_per_token(d: EncoderDims, seq_len: int, convention: Convention = "official") -> float:
+    """Token, position and segment embeddings (GR `get_embedding_flops(output=False)`): dense lookups under the
+    official convention, gathers (0) under `compute`; the sum, LayerNorm, dropout and projection count in both."""
     e = d.embedding
+    lookups = 2 * e * (d.vocab + seq_len + TOKEN_TYPES)  # one-hot x token, position and token-type tables
     flops = (
-        2 * e * d.vocab  # one-hot x token table
-        + 2 * e * (seq_len + TOKEN_TYPES)  # one-hot x position table and x token-type table
+        (lookups if convention == "official" else 0)
         + 2 * e  # add the three embeddings
         + (LAYER_NORM_FLOPS + DROPOUT_FLOPS) * e
     )
@@ -95,19 +104,21 @@ def input_embedding_flops_per_token(d: EncoderDims, seq_len: int) -> float:
     return float(flops)
 
 
-def encoder_flops_per_token(d: EncoderDims, seq_len: int) -> float:
+def encoder_flops_per_token(d: EncoderDims, seq_len: int, convention: Convention = "official") -> float:
     """Embeddings plus all layers, without any output head."""
-    return input_embedding_flops_per_token(d, seq_len) + d.layers * block_flops_per_token(d, seq_len)
+    return input_embedding_flops_per_token(d, seq_len, convention) + d.layers * block_flops_per_token(d, seq_len)
 
 
-def mlm_head_flops_per_prediction(d: EncoderDims) -> float:
+def mlm_head_flops_per_prediction(d: EncoderDims, convention: Convention = "official") -> float:
     """MLM head at one predicted position (GR `get_embedding_flops(output=True)`; GR `get_token_logits`, §7.1):
-    dense H->E + GELU + LayerNorm, logits against the tied embedding table, softmax, pick the target word."""
+    dense H->E + GELU + LayerNorm, logits against the tied embedding table, softmax, pick the target word (a
+    one-hot product under the official convention, a gather under `compute`)."""
     e, v = d.embedding, d.vocab
     return float(
         2 * d.hidden * e + e + GELU_FLOPS * e + LAYER_NORM_FLOPS * e  # transform to the embedding size
-        + 2 * e * v  # logits = transformed x embedding table^T
-        + SOFTMAX_FLOPS * v + 2 * v  # softmax and target-word pick-out (GR `output_target_word`)
+        + 2 * e * v  # logits = transformed x embedding table^T (a real matmul in both conventions)
+        + SOFTMAX_FLOPS * v  # softmax
+        + (2 * v if convention == "official" else 0)  # target-word pick-out (GR `output_target_word`)
     )
 
 
@@ -117,29 +128,31 @@ def binary_head_flops_per_token(d: EncoderDims) -> float:
     return float(2 * h * h + h + GELU_FLOPS * h + 2 * h)
 
 
-def _mlm_model_forward(d: EncoderDims, seq_len: int, predicted_frac: float) -> float:
+def _mlm_model_forward(d: EncoderDims, seq_len: int, predicted_frac: float, convention: Convention) -> float:
     """Forward FLOPs per token of an encoder trained with an MLM head on `predicted_frac` of the positions."""
-    return encoder_flops_per_token(d, seq_len) + predicted_frac * mlm_head_flops_per_prediction(d)
+    return encoder_flops_per_token(d, seq_len, convention) + predicted_frac * mlm_head_flops_per_prediction(
+        d, convention)
 
 
 def _forward_flops_per_token(
-    disc: EncoderDims, gen: EncoderDims | None, objective: str, seq_len: int, mask_prob: float
+    disc: EncoderDims, gen: EncoderDims | None, objective: str, seq_len: int, mask_prob: float,
+    convention: Convention = "official",
 ) -> float:
     """Forward FLOPs per input token for one objective of Paper Table 5 (generator + main model)."""
     if objective == "mlm":  # BERT: one encoder, MLM head at the masked positions; no generator
-        return _mlm_model_forward(disc, seq_len, mask_prob)
+        return _mlm_model_forward(disc, seq_len, mask_prob, convention)
     # Generator: an MLM over the masked positions. gen=None is the "unigram" generator (Paper Fig. 3 left):
     # sampling from fixed token frequencies costs nothing next to a network.
-    generator = 0.0 if gen is None else _mlm_model_forward(gen, seq_len, mask_prob)
-    encoder = encoder_flops_per_token(disc, seq_len)
+    generator = 0.0 if gen is None else _mlm_model_forward(gen, seq_len, mask_prob, convention)
+    encoder = encoder_flops_per_token(disc, seq_len, convention)
     if objective == "electra":  # binary replaced-token head at every position
         main = encoder + binary_head_flops_per_token(disc)
     elif objective == "electra_15":  # same head, but the loss (so the head) only at the masked positions
         main = encoder + mask_prob * binary_head_flops_per_token(disc)
     elif objective == "replace_mlm":  # MLM on generator-corrupted input, loss at the masked positions
-        main = _mlm_model_forward(disc, seq_len, mask_prob)
+        main = _mlm_model_forward(disc, seq_len, mask_prob, convention)
     else:  # all_tokens_mlm: MLM softmax at every position plus a sigmoid copy gate and the mixture (Paper §3.5)
-        main = _mlm_model_forward(disc, seq_len, 1.0) + binary_head_flops_per_token(disc) + COPY_MIX_FLOPS
+        main = _mlm_model_forward(disc, seq_len, 1.0, convention) + binary_head_flops_per_token(disc) + COPY_MIX_FLOPS
     return generator + main
 
 
@@ -154,12 +167,14 @@ def train_flops_per_step(
     seq_len: int,
     batch_size: int,
     mask_prob: float = 0.15,
+    convention: Convention = "official",
 ) -> float:
     """FLOPs of one pre-training step (forward + backward) over batch_size x seq_len tokens.
 
     `disc` is the model that is kept (the discriminator, or the BERT/MLM encoder). `gen` is the generator for
     the ELECTRA-family objectives (None = unigram generator, cost 0); it is ignored for "mlm". `mask_prob` is
     the fraction of positions that get an MLM softmax (and the ELECTRA-15% loss); see OFFICIAL_OUTPUT_FRAC.
+    `convention`: "official" (GR: dense lookups) or "compute" (lookups as gathers); see the module docstring.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective '{objective}'{did_you_mean(objective, OBJECTIVES)}; "
@@ -167,14 +182,16 @@ def train_flops_per_step(
     if not 0 < mask_prob <= 1 or seq_len < 1 or batch_size < 1:
         raise ValueError(f"need 0 < mask_prob <= 1, seq_len >= 1, batch_size >= 1; got {mask_prob}, "
                          f"{seq_len}, {batch_size}")
-    per_token = _forward_flops_per_token(disc, gen, objective, seq_len, mask_prob)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown FLOPs convention '{convention}'; known: {', '.join(CONVENTIONS)}")
+    per_token = _forward_flops_per_token(disc, gen, objective, seq_len, mask_prob, convention)
     return TRAIN_FLOPS_MULTIPLIER * batch_size * seq_len * per_token
 
 
-def inference_flops(disc: EncoderDims, seq_len: int) -> float:
+def inference_flops(disc: EncoderDims, seq_len: int, convention: Convention = "official") -> float:
     """Forward FLOPs to classify one sequence (GR `get_infer_flops`): the encoder plus a binary head at every
     position, as GR counts it (a [CLS]-only head would be ~1% less for Small). Paper Table 1 "Infer FLOPs"."""
-    return seq_len * (encoder_flops_per_token(disc, seq_len) + binary_head_flops_per_token(disc))
+    return seq_len * (encoder_flops_per_token(disc, seq_len, convention) + binary_head_flops_per_token(disc))
 
 
 def steps_for_budget(budget_flops: float, flops_per_step: float) -> int:

@@ -142,21 +142,118 @@ class RTDMeter:
         return out
 
 
+EVAL_TEMPERATURE = 1.0  # held-out fakes are sampled at the paper's temperature, whatever the training one
+EVAL_SEED, LOOKUP_SEED = 1234, 4321  # fixed RNGs: the same masks and samples at every evaluation
+LOOKUP_BLOCKS_PER_EVAL_BLOCK = 8  # training blocks the context-free lookup is estimated on, per held-out block
+
+
+@contextmanager
+def sampling_temperature(objective, temperature: float):
+    """The generator samples at `temperature` inside the block (a unigram generator has none: unchanged)."""
+    generator = getattr(objective, "generator", None)
+    saved = getattr(generator, "temperature", None)
+    if saved is not None:
+        generator.temperature = temperature
+    try:
+        yield
+    finally:
+        if saved is not None:
+            generator.temperature = saved
+
+
+def _rows(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield np.arange(start, min(start + batch_size, n))
+
+
+def lookup_table(objective, blocks: Blocks, s: PretrainSettings, rng: torch.Generator) -> torch.Tensor:
+    """[V] P(replaced | token id D sees), estimated on `blocks`' fakes (add-one smoothed towards the overall rate):
+    the best a discriminator without context can do on fakes of this generator."""
+    vocab = objective.vocab.size
+    replaced = torch.zeros(vocab, dtype=torch.float64, device=s.device)
+    seen = torch.zeros(vocab, dtype=torch.float64, device=s.device)
+    for rows in _rows(len(blocks), s.batch_size):
+        batch = to_batch(blocks, rows, s.device)
+        with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+            sel, _, corrupted, labels = objective.corrupt(batch, rng)
+        keep = objective.scored_weights(batch, sel).bool()
+        tokens = corrupted[keep]
+        replaced.index_add_(0, tokens, labels[keep].double())
+        seen.index_add_(0, tokens, torch.ones_like(tokens, dtype=torch.float64))
+    prior = replaced.sum() / seen.sum().clamp(min=1)
+    return ((replaced + prior) / (seen + 1)).float()
+
+
+def token_cosine(encoder, batch: Batch) -> tuple[float, int]:
+    """(sum over the batch's sequences of the mean pairwise cosine between their tokens' top-layer states, number
+    of sequences). Near 1: every token has the same representation (collapse); real text, non-pad tokens."""
+    body = encoder.electra  # ElectraForPreTraining / ElectraForMaskedLM: the encoder fine-tuning starts from
+    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                  token_type_ids=batch.token_type_ids).last_hidden_state.float()  # [B, L, H]
+    mask = batch.attention_mask.float()[..., None]  # [B, L, 1]
+    unit = torch.nn.functional.normalize(hidden, dim=-1) * mask
+    n = mask.sum((1, 2))  # [B]
+    pairs = (unit.sum(1).pow(2).sum(-1) - n) / (n * (n - 1)).clamp(min=1)  # sum_{i != j} u_i.u_j / n(n-1)
+    ok = n > 1
+    return float(pairs[ok].sum()), int(ok.sum())
+
+
 @torch.no_grad()
-def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings) -> dict[str, float]:
-    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off."""
+def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings, train: Blocks | None = None
+             ) -> dict[str, float]:
+    """Held-out pre-training metrics, dropout off, fixed RNGs (the same masks every evaluation):
+
+    - the RTD metrics (disc_auc, disc_recall, ...; GR `metric_fn`) on fakes sampled at temperature 1, the paper's,
+      whatever the training temperature: a temperature-2 generator over-samples rare tokens, and a discriminator
+      scored on such fakes looks off the plateau when it is not (issue 14's audit). When the training temperature
+      is another one, `disc_auc_train_temp` is the AUC on fakes at that temperature, beside it;
+    - `context_free_auc`: the AUC of a lookup of P(replaced | token id), estimated on temperature-1 fakes of a
+      fixed sample of `train` blocks and scored on the held-out fakes: the baseline beside disc_auc (a
+      discriminator that beats it uses context);
+    - `token_cosine`: mean cosine between the top-layer states of a held-out sequence's tokens, through the
+      encoder fine-tuning starts from, on real text: a representation-collapse signal (~1 = collapsed).
+    """
     objective = algorithm.objective
     was_training = objective.training
     objective.eval()
-    rng = torch.Generator(device=s.device).manual_seed(1234)
-    meter = RTDMeter()
     n = min(len(heldout), s.eval_batches * s.batch_size)
-    for start in range(0, n, s.batch_size):
-        rows = np.arange(start, min(start + s.batch_size, n))
-        with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-            meter.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
+    train_temperature = getattr(getattr(objective, "generator", None), "temperature", None)
+    with sampling_temperature(objective, EVAL_TEMPERATURE):
+        meter, tokens = RTDMeter(), []
+        rng = torch.Generator(device=s.device).manual_seed(EVAL_SEED)
+        cos_sum, cos_n = 0.0, 0
+        for rows in _rows(n, s.batch_size):
+            batch = to_batch(heldout, rows, s.device)
+            with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                out = objective(batch, rng=rng, keep_scores=True)
+                c, k = token_cosine(objective.encoder(), batch)
+            meter.add(out)
+            cos_sum, cos_n = cos_sum + c, cos_n + k
+            if out.disc_tokens is not None:
+                tokens.append(out.disc_tokens)
+        metrics = meter.metrics()
+        if cos_n:
+            metrics["token_cosine"] = cos_sum / cos_n
+        if tokens and train is not None and len(train) and "disc_auc" in metrics:
+            from sklearn.metrics import roc_auc_score
+
+            m = min(len(train), LOOKUP_BLOCKS_PER_EVAL_BLOCK * n)
+            sample = np.sort(np.random.default_rng(LOOKUP_SEED).choice(len(train), m, replace=False))
+            lookup_rng = torch.Generator(device=s.device).manual_seed(LOOKUP_SEED)
+            table = lookup_table(objective, Blocks(train.input_ids[sample], train.token_type_ids[sample]), s,
+                                 lookup_rng)
+            labels = torch.cat(meter.labels).cpu().numpy()
+            metrics["context_free_auc"] = float(roc_auc_score(labels, table[torch.cat(tokens)].cpu().numpy()))
+    if train_temperature not in (None, EVAL_TEMPERATURE) and "disc_auc" in metrics:
+        with sampling_temperature(objective, train_temperature):
+            rng, at_train = torch.Generator(device=s.device).manual_seed(EVAL_SEED), RTDMeter()
+            for rows in _rows(n, s.batch_size):
+                with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
+                    at_train.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
+            if "disc_auc" in (m_train := at_train.metrics()):
+                metrics["disc_auc_train_temp"] = m_train["disc_auc"]
     objective.train(was_training)
-    return meter.metrics()
+    return metrics
 
 
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
@@ -247,6 +344,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
         return load_batch(train, batch_rows(len(train), s.batch_size, i, s.seed), s.device)
 
     upcoming = feed(step) if step < s.steps else None
+    final = None  # the held-out metrics of the last step, once evaluated
     with progress.bar(s.steps, "pretrain", show_progress) as bar:
         bar.update(step)
         while step < s.steps:
@@ -287,7 +385,8 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
                 bar.update(0, f"loss {metrics['train/loss']:.3f} rec {metrics.get('train/disc_recall', 0):.2f}")
                 meter, t_log, tokens = RTDMeter(), now, 0
             if evals or step == s.steps:
-                log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s).items()}, step)
+                final = evaluate(algorithm, heldout, s, train)
+                log({f"eval/{k}": v for k, v in final.items()}, step)
             if step in ckpt_steps:
                 save = checkpoint_dir(out_dir, ckpt_steps[step])
                 objective.encoder().save_pretrained(save)
@@ -296,4 +395,4 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
             if saves:
                 _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
             bar.update(1)
-    return evaluate(algorithm, heldout, s)
+    return final if final is not None else evaluate(algorithm, heldout, s, train)

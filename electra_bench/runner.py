@@ -210,6 +210,8 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
             record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": [],
                       "train_flops": out["train_flops"], "params": out["params"], "steps": out["steps"],
+                      "flops_convention": cell.config.pretrain.flops_convention,
+                      **{k: v for k, v in out.items() if k.startswith("train_flops_")},
                       "precision": cell.config.pretrain.precision,
                       "wall_s": wall}
         else:

@@ -85,6 +85,10 @@ class PretrainConfig(Strict):
     batch_size: int = Field(128, gt=0)  # T6 Small: 128
     steps: int = Field(1_000_000, gt=0)  # T6 Small: 1M; ignored when `budget_flops` is set
     budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
+    # How budget_flops (and records' train_flops) count FLOPs (flops.py): "official" = GR flops_computation.py,
+    # embedding lookups as dense one-hot matmuls (the paper's 1.29e18 for Small, §3.5); "compute" = lookups as
+    # gathers, what the hardware computes (the cpu scale's: at tiny size "official" gives BERT 1.54x ELECTRA's steps).
+    flops_convention: Literal["official", "compute"] = "official"
     eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0)
     # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
@@ -142,6 +146,10 @@ class PretrainConfig(Strict):
 
 
 class FinetuneConfig(Strict):
+    # Fine-tuning dropout, decoupled from model.dropout (the pre-training one; the cpu scale pre-trains without):
+    # T7: hidden/attention dropout 0.1 in fine-tuning (the official code fine-tunes with 0.1, electra-reference §6.2).
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attention_dropout: float = Field(0.1, ge=0, lt=1)
     init: str = "pretrained"  # "pretrained" (this cell's D), "random", a save_pretrained dir, or a hub id
     checkpoint: float = Field(1.0, gt=0, le=1)  # which pre-training checkpoint (fraction) to fine-tune
     lr: float = Field(3e-4, gt=0)  # T7 Small 3e-4 (GR code default: 1e-4)

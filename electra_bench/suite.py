@@ -41,7 +41,7 @@ NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_ev
                 "pretrain.fused_adam", "pretrain.compile", "pretrain.sdpa_backend")
 # Semantic fields added after results were keyed: left out of the key at these values (what the code did before
 # they existed), so finished units keep their keys; any other value changes it.
-KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1}
+KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1, "pretrain.flops_convention": "official"}
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 
@@ -59,6 +59,13 @@ def _semantic(run: RunConfig, sections: tuple[str, ...]) -> dict:
         sec, key = path.split(".")
         if sec in data and data[sec].get(key) == before:
             data[sec].pop(key)
+    if "pretrain" in data and run.pretrain.budget_flops is None:  # the convention only matters for a budget
+        data["pretrain"].pop("flops_convention", None)
+    if "finetune" in data and (run.finetune.dropout, run.finetune.attention_dropout) == (
+            run.model.dropout, run.model.attention_dropout):
+        # fine-tuning used the pre-training dropout before it had its own: keyed only where the two differ
+        data["finetune"].pop("dropout")
+        data["finetune"].pop("attention_dropout")
     return data
 
 

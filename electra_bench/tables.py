@@ -13,7 +13,9 @@ presentation; all optional, unknown keys raise:
   glue_tasks      [task names] averaged into the GLUE column (default: `columns`; list it when CoNLL is a column);
                   the column appears when there are at least two
   rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
-  extra           [names] from the pretrain records: "train_flops", "params" or an RTD metric ("disc_recall", ...)
+  extra           [names] from the pretrain records: "train_flops" (the run's FLOPs convention, named in the
+                  notes), "train_flops_official", "train_flops_compute", "params", "steps" or a held-out
+                  pre-training metric ("disc_auc", "context_free_auc", "token_cosine", "disc_recall", ...)
   spread          "sd" (default) or "ci": what follows the median in a cell
   digits          int, decimals of metric values (default 1)
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (paper)" column beside ours
@@ -179,6 +181,10 @@ def build_table(records: Sequence[dict], spec: Mapping, verdicts: Sequence[Verdi
     return table
 
 
+FLOPS_CONVENTIONS = {"official": "embedding lookups as dense matmuls, as GR's flops_computation.py",
+                     "compute": "embedding lookups as gathers"}  # schema pretrain.flops_convention, flops.py
+
+
 def _notes(records: Sequence[dict], stats: list, spec: dict, columns: list[str]) -> list[str]:
     suites = sorted({r["suite"] for r in records})
     versions = sorted({str(r["code_version"]) for r in records})
@@ -192,6 +198,9 @@ def _notes(records: Sequence[dict], stats: list, spec: dict, columns: list[str])
         notes.append("Runs flagged degenerate (one predicted class) or diverged are excluded and counted in the cell.")
     if superseded := sum(s.n_superseded for s in stats):
         notes.append(f"{superseded} older record(s) of re-run seeds superseded by newer ones.")
+    if conventions := sorted({r.get("flops_convention", "official") for r in records if r["unit"] == "pretrain"}):
+        notes.append("FLOPs convention of the budgets and train_flops: "
+                     + "; ".join(f"{c} ({FLOPS_CONVENTIONS[c]})" for c in conventions) + ".")
     if spec["reference"]:
         notes.append(f"'({spec['reference_name']})' columns: reference numbers from the table spec, beside ours.")
     return notes
@@ -202,7 +211,7 @@ def _notes(records: Sequence[dict], stats: list, spec: dict, columns: list[str])
 def _fmt_extra(column: str, x: float) -> str:
     if column == "params":
         return f"{x / 1e6:.1f}M"
-    if column == "train_flops":
+    if column.startswith("train_flops"):
         return f"{x:.2e}"
     return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # RTD metrics (recall, AUC, accuracy) are fractions
 

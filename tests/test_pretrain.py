@@ -405,3 +405,98 @@ def test_budget_flops_gives_equal_compute_steps():
     assert bert_steps * flops_per_step(bert_b, 30522) == pytest.approx(budget, rel=1e-3)
     assert 1.25 < bert_steps / 1000 < 1.40  # a 1/4-width generator costs ~1.32x a BERT step (reference §11)
     assert planned_steps(RunConfig(pretrain=PretrainConfig(steps=77)), 30522) == 77  # no budget: the steps field
+
+
+# --- held-out metrics of issue 14: T=1 fakes, the context-free baseline, token cosine --------------------------------
+
+def _tiny_electra(vocab_file, tokenizer, env, **pretrain):
+    from electra_bench.build import build_objective
+    from electra_bench.model.algorithms import Algorithm
+    from electra_bench.units import get_blocks, settings_for, vocab_of
+
+    run = run_config(vocab_file, **pretrain)
+    train, held = get_blocks(run, tokenizer, "fixture", env)
+    torch.manual_seed(0)
+    obj = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
+    return Algorithm(obj), train, held, settings_for(run, 12, "cpu")
+
+
+def test_final_metrics_include_context_free_auc_and_token_cosine(run_a):
+    m = run_a[1]["metrics"]
+    assert 0.0 <= m["context_free_auc"] <= 1.0 and -1.0 <= m["token_cosine"] <= 1.0
+    assert "disc_auc_train_temp" not in m  # trained at T=1: nothing else to score on
+    assert set(run_a[1]) >= {"train_flops_official", "train_flops_compute"}
+    assert run_a[1]["train_flops_compute"] < run_a[1]["train_flops_official"] == run_a[1]["train_flops"]
+
+
+def test_heldout_rtd_metrics_are_scored_on_temperature_1_fakes(vocab_file, tokenizer, env):
+    """A model trained at T=2 is scored on the paper's T=1 fakes: the same numbers as the same weights with a T=1
+    generator; the AUC at the training temperature is reported beside (disc_auc_train_temp), and the generator's
+    temperature is restored after the evaluation."""
+    from electra_bench.pretrain import evaluate
+
+    hot, train, held, s = _tiny_electra(vocab_file, tokenizer, env, temperature=2.0)
+    cold, *_ = _tiny_electra(vocab_file, tokenizer, env, temperature=1.0)
+    cold.objective.load_state_dict(hot.objective.state_dict())
+    m_hot, m_cold = evaluate(hot, held, s, train), evaluate(cold, held, s, train)
+    assert hot.objective.generator.temperature == 2.0
+    for key in ("disc_auc", "disc_recall", "replaced_frac", "context_free_auc", "token_cosine"):
+        assert m_hot[key] == pytest.approx(m_cold[key]), key
+    assert "disc_auc_train_temp" in m_hot and "disc_auc_train_temp" not in m_cold
+    at_2 = evaluate_at(hot, held, s, 2.0)["disc_auc"]  # the old scoring: fakes at the training temperature
+    assert m_hot["disc_auc_train_temp"] == pytest.approx(at_2) and at_2 != pytest.approx(m_hot["disc_auc"])
+
+
+def evaluate_at(algorithm, held, s, temperature):
+    """Held-out RTD metrics with fakes at `temperature` (what the code did before issue 14, for contrast)."""
+    from electra_bench.pretrain import RTDMeter, to_batch
+
+    meter, rng = RTDMeter(), torch.Generator().manual_seed(1234)
+    algorithm.objective.eval().generator.temperature = temperature
+    with torch.no_grad():
+        for start in range(0, min(len(held), s.eval_batches * s.batch_size), s.batch_size):
+            rows = np.arange(start, min(start + s.batch_size, len(held)))
+            meter.add(algorithm.objective(to_batch(held, rows, "cpu"), rng=rng, keep_scores=True))
+    return meter.metrics()
+
+
+def test_context_free_lookup_finds_a_token_identity_shortcut(vocab_file, tokenizer, env):
+    """A generator whose fakes are always one token: the lookup P(replaced | token id) separates them perfectly
+    (AUC ~1) while an untrained discriminator does not; with honest fakes the lookup is near chance."""
+    from electra_bench.model.generators import Proposal
+    from electra_bench.pretrain import evaluate
+
+    algo, train, held, s = _tiny_electra(vocab_file, tokenizer, env)
+    fake = len(tokenizer) - 1
+
+    class OneToken(torch.nn.Module):
+        def forward(self, masked, mask, types, sel, rng=None):
+            samples = torch.full_like(sel.positions, fake)
+            zero = masked.new_zeros((), dtype=torch.float32)
+            return Proposal(samples, zero, None, None, None)
+
+    algo.objective.generator = OneToken()
+    m = evaluate(algo, held, s, train)
+    assert m["context_free_auc"] > 0.95 > m["disc_auc"]
+
+
+def test_token_cosine_is_one_for_identical_states_and_zero_for_orthogonal_ones():
+    from types import SimpleNamespace
+
+    from electra_bench.model.objectives import Batch
+    from electra_bench.pretrain import token_cosine
+
+    def encoder_returning(hidden):
+        body = lambda **_: SimpleNamespace(last_hidden_state=hidden)  # noqa: E731
+        return SimpleNamespace(electra=body)
+
+    ids = torch.ones(2, 4, dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    batch = Batch(ids, mask, torch.zeros_like(ids))
+    same = torch.tensor([1.0, 2.0, 3.0]).expand(2, 4, 3)
+    total, n = token_cosine(encoder_returning(same), batch)
+    assert n == 2 and total / n == pytest.approx(1.0)
+    ortho = torch.eye(4)[:, :4].expand(2, 4, 4).clone()
+    ortho[1, 3] = 100.0  # the padded position is ignored
+    total, n = token_cosine(encoder_returning(ortho), batch)
+    assert total / n == pytest.approx(0.0, abs=1e-6)

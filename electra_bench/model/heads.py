@@ -6,6 +6,8 @@ Tagging: dropout + linear on every token; the first word-piece of each word carr
 """
 from __future__ import annotations
 
+import copy
+
 from torch import Tensor, nn
 from transformers import ElectraConfig, ElectraModel
 from transformers.models.electra.modeling_electra import ElectraClassificationHead
@@ -37,13 +39,22 @@ class EncoderWithHead(nn.Module):
         return self.classifier(self.dropout(hidden[:, 0]))  # [B, C]
 
 
-def load_encoder(source: str | None, config: ElectraConfig | None) -> ElectraModel:
-    """The encoder from a save_pretrained dir / hub id, or randomly initialised from `config` (source None)."""
+def load_encoder(source: str | None, config: ElectraConfig | None, dropout: float | None = None,
+                 attention_dropout: float | None = None) -> ElectraModel:
+    """The encoder from a save_pretrained dir / hub id, or randomly initialised from `config` (source None).
+
+    `dropout` / `attention_dropout` replace the saved (pre-training) values: fine-tuning sets its own (T7: 0.1),
+    whatever the pre-training used. None keeps the saved value."""
+    overrides = {k: v for k, v in (("hidden_dropout_prob", dropout), ("attention_probs_dropout_prob",
+                                                                       attention_dropout)) if v is not None}
     if source is None:
         if config is None:
             raise ValueError("a random encoder needs a config")
+        config = copy.deepcopy(config)
+        for k, v in overrides.items():
+            setattr(config, k, v)
         return ElectraModel(config)
-    return ElectraModel.from_pretrained(source)
+    return ElectraModel.from_pretrained(source, **overrides)
 
 
 def n_layers(model: nn.Module) -> int:
