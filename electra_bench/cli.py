@@ -2,6 +2,9 @@
 
 User errors (a bad suite, override, data file or argument) print one line naming file, line and field, and exit
 with status 2 without running or writing anything. A suite whose units partly failed exits with status 1.
+
+Every command imports what it runs inside its own function (deferred), so each loads only what it uses: `validate`
+and a fully cached `run` never load torch (tests/test_layers.py exempts this module from marking each such import).
 """
 from __future__ import annotations
 
@@ -149,7 +152,7 @@ def cmd_validate(suite, args) -> int:
     plan = _plan(suite, args)
     from .config import ConfigError
     from .corpus import source_files
-    from .tasks import TASKS, DataError
+    from .tasks import DataError
 
     for cell in suite.cells:
         if cell.config.finetune.init == "pretrained":
@@ -166,7 +169,7 @@ def cmd_validate(suite, args) -> int:
                 raise ConfigError(f"vocab file {vocab} not found", file, line, "base.tokenizer.vocab")
     custom = [d.get("name") for d in suite.config.custom_tasks]
     for k, task in enumerate(suite.config.tasks):
-        spec = TASKS.get(task)
+        spec = suite.tasks[task]
         for split in ("train", *spec.dev_splits[:1]):
             path = spec.file_path(split, plan.data_root)
             if not path.is_file() and spec.hub is None:
@@ -198,7 +201,8 @@ def cmd_plan(suite, args) -> int:
             steps = planned_steps(u.cell.config, vocab)
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
-            eta = f"~{total / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
+            official = flops_per_step(u.cell.config, vocab, "official") * steps  # the rates' convention
+            eta = f"~{official / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
         pseed = pretrain_seed_of(u.cell)
         table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
                       "" if u.seed is None else str(u.seed),
@@ -219,7 +223,8 @@ def cmd_plan(suite, args) -> int:
 
 
 def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
-    """Median train_flops / wall_s of the finished pre-training records under results/, per precision."""
+    """Median official-convention train FLOPs / wall_s of the finished pre-training records under results/, per
+    precision."""
     import json
     from statistics import median
 
@@ -230,9 +235,13 @@ def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops"):
+            # official-convention FLOPs (records without a convention were counted that way), so a rate measured
+            # on one convention's budget is not applied to the other's
+            official = rec.get("train_flops_official") or (
+                rec.get("train_flops") if rec.get("flops_convention", "official") == "official" else None)
+            if rec.get("unit") == "pretrain" and rec.get("wall_s") and official:
                 precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
-                rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
+                rates.setdefault(precision, []).append(official / rec["wall_s"])
     if not rates:
         return {}
     out = {k: median(v) for k, v in rates.items()}

@@ -4,9 +4,8 @@ from __future__ import annotations
 import pandas as pd
 
 from . import results as results_mod
-from .config import ConfigError
+from .config import ConfigError, flatten
 from .suite import Plan
-from .tracking import flatten
 
 
 def compare_cells(plan: Plan, labels: list[str]) -> tuple[dict[str, dict[str, object]], pd.DataFrame]:

@@ -15,8 +15,11 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .claims import TableError, TableSpec, check_table, table_spec
 from .registry import did_you_mean
+from .robustness import RobustnessError, check_robustness
 from .schema import RunConfig, SuiteConfig
+from .tasks import TASKS, TaskSpec, task_from_dict
 
 RUN_SECTIONS = tuple(RunConfig.model_fields)  # model, tokenizer, corpus, pretrain, finetune
 
@@ -146,10 +149,22 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     return path, value
 
 
-def _set_path(data: dict, path: tuple, value: Any) -> dict:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {dotted.path: value}: the one addressing scheme (MLflow params, `compare`)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def set_path(data: dict, path: tuple, value: Any) -> dict:
     data = dict(data)
     head, *rest = path
-    data[head] = _set_path(data.get(head) if isinstance(data.get(head), dict) else {}, tuple(rest), value) \
+    data[head] = set_path(data.get(head) if isinstance(data.get(head), dict) else {}, tuple(rest), value) \
         if rest else value
     return data
 
@@ -180,7 +195,8 @@ def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
 
 def _raise_validation(err: ValidationError, source: Source, model: type[BaseModel], prefix: tuple = (),
                       at: tuple | None = None) -> None:
-    first = err.errors()[0]
+    # an unknown key first: it is usually the typo behind a 'Field required' beside it (`axs` for `axis`)
+    first = next((e for e in err.errors() if e["type"] == "extra_forbidden"), err.errors()[0])
     loc = tuple(first["loc"])
     dotted = ".".join(str(p) for p in (*prefix, *loc) if not str(p).startswith("function-"))
     if at is not None and at[0] in ("axes", "cells"):
@@ -214,10 +230,19 @@ class Cell:
 
 @dataclass
 class Suite:
+    """A loaded suite: its config, its cells, and the names it uses resolved once, here, at load time."""
+
     config: SuiteConfig
     cells: list[Cell]
     path: Path
     source: Source
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)  # every task of `config.tasks`, built-in or custom
+    generator: Cell | None = None  # the cell whose generator the robustness `generator` perturbation samples
+
+    @property
+    def table_spec(self) -> TableSpec:
+        """The suite's table (claims.table_spec): what `validate` checked, `run`/`table` render, `claims` judges."""
+        return table_spec(self.config, self.cells, self.tasks)
 
 
 def cell_name(axes: dict[str, Any]) -> str:
@@ -246,7 +271,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
                     raise ConfigError(f"'{path_str}' is not a run setting; paths start with one of "
                                       f"{', '.join(RUN_SECTIONS)}{did_you_mean(path[0], RUN_SECTIONS)}",
                                       file, line, path_str)
-                data = _set_path(data, path, value)
+                data = set_path(data, path, value)
             for name, value in zip(names, combo):
                 axes[name] = value
             try:
@@ -283,7 +308,7 @@ def apply_scale(data: dict, scale: str | None, source: Source) -> dict:
                           f"{', '.join(scales) or 'none'}", source.root_file, None, "--scale")
     for dotted, value in (scales[scale] or {}).items():
         key, _ = parse_override(f"{dotted}=0")
-        data = _set_path(data, key, value)
+        data = set_path(data, key, value)
         source.replaced(key, source.where(("scales", scale, dotted)))
     return data
 
@@ -309,7 +334,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
     data = apply_scale(data, scale, source)
     for text in overrides:
         key, value = parse_override(text)
-        data = _set_path(data, key, value)
+        data = set_path(data, key, value)
         for n in range(1, len(key)):
             source.lines.setdefault(key[:n], ("--set", None))
         source.replaced(key, ("--set", None))
@@ -317,14 +342,13 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
         cfg = SuiteConfig.model_validate(data)
     except ValidationError as e:
         _raise_validation(e, source, SuiteConfig)
-    formats = _check_tasks(cfg, source)
+    tasks = _check_tasks(cfg, source)
     if cfg.pretrain_seeds is not None or any(c.pretrain_seeds is not None for c in cfg.cells):
         _check_pretrain_seeds(cfg, source)
     cells = _expand_cells(cfg, source)
-    _check_table(cfg, cells, source, formats)
-    if cfg.robustness is not None:
-        _check_robustness(cfg, cells, source)
-    return Suite(config=cfg, cells=cells, path=path, source=source)
+    _check_table(cfg, cells, source, tasks)
+    generator = _check_robustness(cfg, cells, source, tasks) if cfg.robustness is not None else None
+    return Suite(config=cfg, cells=cells, path=path, source=source, tasks=tasks, generator=generator)
 
 
 def _check_pretrain_seeds(cfg: SuiteConfig, source: Source) -> None:
@@ -336,21 +360,17 @@ def _check_pretrain_seeds(cfg: SuiteConfig, source: Source) -> None:
                           *source.where(at), "pretrain.seed")
 
 
-def _check_robustness(cfg: SuiteConfig, cells: list[Cell], source: Source) -> None:
-    from .robustness import RobustnessError, check
-    from .tasks import TASKS, task_from_dict
-
-    custom = {d["name"]: task_from_dict(d).kind for d in cfg.custom_tasks}  # valid: _check_tasks ran
+def _check_robustness(cfg: SuiteConfig, cells: list[Cell], source: Source, tasks: dict[str, TaskSpec]) -> Cell | None:
+    """The robustness section fits the suite (robustness.check_robustness); returns its generator cell."""
     try:
-        check(cfg, cells, {t: custom[t] if t in custom else TASKS.get(t).kind for t in cfg.tasks})
+        return check_robustness(cfg.robustness, cells, {name: spec.kind for name, spec in tasks.items()})
     except RobustnessError as e:
         raise ConfigError(str(e), *source.where(("robustness", e.field)), f"robustness.{e.field}") from None
 
 
-def _check_tasks(cfg: SuiteConfig, source: Source) -> dict[str, str]:
-    """Resolve task names (built-in and the suite's custom tasks); returns the format of every task of the suite."""
-    from .tasks import TASKS, task_from_dict  # registries resolved once, at load time
-
+def _check_tasks(cfg: SuiteConfig, source: Source) -> dict[str, TaskSpec]:
+    """Resolve task names (built-in and the suite's custom tasks) once, at load time: the spec of every task of the
+    suite, in its order. Custom tasks are the suite's own: the global TASKS registry is never changed."""
     custom = {}
     for i, d in enumerate(cfg.custom_tasks):
         try:
@@ -369,118 +389,17 @@ def _check_tasks(cfg: SuiteConfig, source: Source) -> dict[str, str]:
             file, line = source.where(("table", "columns", i))
             raise ConfigError(f"column '{name}' is not one of the suite's tasks{did_you_mean(name, cfg.tasks)}",
                               file, line, f"table.columns[{i}]")
-    from .tables import _PLOT_KEYS
-    for i, plot in enumerate(cfg.table.plots):
-        for key in plot:
-            if key not in _PLOT_KEYS:
-                file, line = source.where(("table", "plots", i, key))
-                raise ConfigError(f"unknown key '{key}'{did_you_mean(key, _PLOT_KEYS)}", file, line,
-                                  f"table.plots.{i}.{key}")
     for i, name in enumerate(cfg.tasks):
         if name not in known:
             file, line = source.where(("tasks", i))
             raise ConfigError(f"unknown task '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}",
                               file, line, f"tasks[{i}]")
-    return {name: (custom[name] if name in custom else TASKS.get(name)).format for name in cfg.tasks}
+    return {name: custom[name] if name in custom else TASKS.get(name) for name in cfg.tasks}
 
 
-def _near(name: Any, choices: list[str]) -> str:
-    """did_you_mean, also across case: a reference column 'glue' is the table's 'GLUE' column."""
-    same = [c for c in choices if c.lower() == str(name).lower()]
-    return f" (did you mean '{same[0]}'?)" if same else did_you_mean(str(name), choices)
-
-
-def _unknown_metric(metric: Any, metrics: list[str]) -> str:
-    return f"metric {metric!r} is not one of {', '.join(metrics)}{_near(metric, metrics)}"
-
-
-def _check_table(cfg: SuiteConfig, cells: list[Cell], source: Source, formats: dict[str, str]) -> None:
-    """Reference numbers, plots and claims name rows, columns and metrics exactly as tables.py resolves them when
-    it renders (a record's cell is its cell's label), so a typo fails here and not after the training."""
-    from .results import CellInfo
-    from .tables import GLUE, resolve_spec, show_glue
-
-    table, labels = cfg.table, [c.label for c in cells]
-    columns = list(table.columns or cfg.tasks)  # the spec runner.table_spec builds (it drops an empty glue list)
-    glue_tsv = [c for c in columns if formats[c] == "glue_tsv"] or None
-    glue = resolve_spec({"columns": columns, "glue_tasks": glue_tsv}, [])["glue_tasks"]
-    shown = [*columns, *([GLUE] if show_glue(glue, table.reference) else []), *table.extra]
-    metrics = [*cfg.tasks, *(["glue"] if glue else [])]  # results._Scores: a task with records, or "glue"
-
-    def fail(msg: str, at: tuple, dotted: str) -> None:
-        raise ConfigError(msg, *source.where(("table", *at)), f"table.{dotted}")
-
-    for row, ref in table.reference.items():
-        if row not in labels:
-            fail(f"row '{row}' is not a cell label{_near(row, labels)}; cells: {', '.join(labels)}",
-                 ("reference", row), f"reference[{row!r}]")
-        for col in ref:
-            if col not in shown:
-                fail(f"'{col}' is not a column of the table{_near(col, shown)}; columns: {', '.join(shown)}",
-                     ("reference", row, col), f"reference[{row!r}].{col}")
-    for i, plot in enumerate(table.plots):
-        if plot.get("metric") not in metrics:
-            fail(_unknown_metric(plot.get("metric"), metrics), ("plots", i, "metric"), f"plots[{i}].metric")
-    infos = {c.label: CellInfo(c.label, c.label, c.axes) for c in cells}
-    for i, claim in enumerate(table.claims):
-        for at, sel, one in _claim_selectors(claim, metrics, fail, i, cfg):
-            if problem := _selector_problem(sel, infos, cfg.axes, one):
-                fail(problem, ("claims", i, *at), f"claims[{i}].{at[0]}" + (f"[{at[1]}]" if len(at) > 1 else ""))
-
-
-def _claim_selectors(claim: dict, metrics: list[str], fail, i: int, cfg: SuiteConfig) -> list[tuple[tuple, Any, bool]]:
-    """Check a claim's keys and metric as results.evaluate_claims reads them; return its cell selectors as
-    (where in the claim, selector, whether it must pick exactly one cell). With `task:`, the metric is one the
-    fine-tunes of that task record (the robustness metrics, robustness.py), judged as the headline would be."""
-    from .results import _BEST_KEYS, _PAIR_KEYS
-
-    if "task" in claim:
-        claim = dict(claim)
-        task = claim.pop("task")
-        if task not in cfg.tasks:
-            fail(f"task '{task}' is not one of the suite's tasks{_near(str(task), list(cfg.tasks))}",
-                 ("claims", i, "task"), f"claims[{i}].task")
-        if cfg.robustness is None or not str(claim.get("metric", "")).startswith("robust"):
-            fail("a claim with `task:` names a recorded robustness metric (robust_auc/<kind>, robust_drop/<kind>/"
-                 "<rate>, robust_rel_drop/all, ...) of a suite with a `robustness:` section",
-                 ("claims", i, "metric"), f"claims[{i}].metric")
-        metrics = [*metrics, claim.get("metric")]
-    keys, known = set(claim), sorted(_PAIR_KEYS | _BEST_KEYS | {"task"})
-    for key in sorted(keys - set(known), key=str):
-        fail(f"unknown key '{key}'{_near(key, known)}", ("claims", i, key), f"claims[{i}].{key}")
-    pairwise = keys == _PAIR_KEYS
-    if not pairwise and keys not in (_BEST_KEYS, _BEST_KEYS - {"metric"}):
-        fail(f"a claim has the keys {sorted(_PAIR_KEYS)} or {sorted(_BEST_KEYS)} (metric optional), not "
-             f"{sorted(keys, key=str)}", ("claims", i), f"claims[{i}]")
-    metric = claim.get("metric", "glue")
-    if metric not in metrics:
-        fail(_unknown_metric(metric, metrics), ("claims", i, "metric"), f"claims[{i}].metric")
-    if pairwise:
-        return [((side,), claim[side], True) for side in ("better", "worse")]
-    for side in ("best_among", "expected"):
-        if not isinstance(claim[side], list) or not claim[side]:
-            fail("a list of cell selectors (labels or {axis: value})", ("claims", i, side), f"claims[{i}].{side}")
-    return [((side, j), sel, False) for side in ("best_among", "expected") for j, sel in enumerate(claim[side])]
-
-
-def _selector_problem(sel: Any, infos: dict, axes: dict[str, list], one: bool) -> str | None:
-    """Why a cell selector (a cell label, or {axis path: value}) does not pick exactly one cell (`one`) or at least
-    one, as results.select_cells will pick from the records; None when it does."""
-    from .results import select_cells
-
-    labels = list(infos)
-    if isinstance(sel, dict):
-        for k, v in sel.items():
-            if k not in axes:
-                return f"'{k}' is not an axis of the suite{_near(k, list(axes))}; axes: {', '.join(axes) or 'none'}"
-            if v not in axes[k]:
-                return f"axis {k} has no value {v!r}; values: {', '.join(map(str, axes[k]))}"
-    elif not isinstance(sel, str):
-        return f"a cell selector is a cell label or {{axis: value}}, not {sel!r}"
-    found = select_cells(infos, sel)
-    if not found:
-        return f"'{sel}' is not a cell label{_near(sel, labels)}; cells: {', '.join(labels)}" \
-            if isinstance(sel, str) else f"{sel} matches no cell"
-    if one and len(found) > 1:
-        return f"{sel} matches {len(found)} cells ({', '.join(found)}); a pairwise claim compares two"
-    return None
+def _check_table(cfg: SuiteConfig, cells: list[Cell], source: Source, tasks: dict[str, TaskSpec]) -> None:
+    """The `table:` section names rows, columns, metrics and cells the suite has (claims.check_table)."""
+    try:
+        check_table(cfg, cells, tasks)
+    except TableError as e:
+        raise ConfigError(str(e), *source.where(e.at), e.field) from None

@@ -10,7 +10,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,10 +19,8 @@ from . import progress
 from .metrics import METRICS, compute_metrics
 from .model.heads import EncoderWithHead, count_params, n_layers
 from .optim import layerwise_lrs, linear_schedule, make_optimizer
+from .robustness import RobustSettings, context, perturbed_sets, summary
 from .tasks import TaskSpec, both_orders, load_split
-
-if TYPE_CHECKING:
-    from .robustness import RobustSettings
 
 
 @dataclass(frozen=True)
@@ -180,8 +177,6 @@ def score(spec: TaskSpec, preds: list, gold: list) -> dict[str, float]:
 def robust_eval(model, spec: TaskSpec, dev_ds, dev: Encoded, tokenizer, s: FinetuneSettings, data_root: Path,
                 clean: float) -> dict[str, float]:
     """The trained model on every perturbed dev set of `s.robustness`: robustness.summary's record metrics."""
-    from .robustness import context, perturbed_sets, summary
-
     ctx = context(spec, tokenizer, s.robustness, data_root, s.device)
     sets = perturbed_sets(spec, dev_ds, dev, ctx, s.robustness,
                           lambda ds: encode(spec, ds, tokenizer, s.max_seq_length))

@@ -9,12 +9,9 @@ code, so our totals can be set next to the paper's (electra-reference.md §11):
     common 6*N*D convention (backward = 2 x forward, train = 3 x forward), which would give 1.5 x our numbers;
     the paper's FLOPs (1.29e18 for ELECTRA-Small, ...) were computed with 2 x, so we keep it;
   - embedding lookups are dense (one-hot times the table: 2*E*V per token), as GR assumes for TPUs: the
-    `official` convention. The `compute` convention counts lookups (token, position and segment tables, and the
-    MLM loss's pick-out of the target logit) as gathers, 0 FLOPs: what a GPU/CPU actually computes. The two differ
-    less for Small (BERT-Small gets 1.32x ELECTRA-Small's steps at equal FLOPs under `official`, 1.08x under
-    `compute`) than for the cpu-scale tiny model (hidden 128, vocab 8k: the lookups are 53% of the tiny
-    encoder's official count; BERT gets 1.54x ELECTRA's steps under `official`, 1.10x under `compute`;
-    test_flops.py pins these ratios). Tables say which convention their budget used;
+    "official" convention. The "compute" convention counts them as gathers (0 FLOPs: a row copy), what a GPU or
+    CPU does; it matters at tiny scale, where 2*E*V dominates a step (8k vocab, hidden 128: BERT/ELECTRA cost
+    ratio ~1.6 official vs ~1.1 compute). The MLM output logits against the table are a real matmul in both;
   - the MLM output softmax is computed only at masked positions (GR `output_frac`), the discriminator's binary
     head at every position.
 
@@ -47,8 +44,10 @@ BERT_VOCAB = 30522  # uncased WordPiece vocabulary used by BERT and ELECTRA
 
 Objective = Literal["electra", "electra_15", "replace_mlm", "all_tokens_mlm", "mlm"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
-Convention = Literal["official", "compute"]  # lookups as dense one-hot matmuls (GR) | as gathers (0 FLOPs)
+Convention = Literal["official", "compute"]  # embedding lookups as dense matmuls (GR) or as gathers
 CONVENTIONS: tuple[str, ...] = get_args(Convention)
+CONVENTION_NAMES = {"official": "official (GR flops_computation.py: embedding lookups as dense matmuls)",
+                    "compute": "compute-faithful (embedding lookups as gathers)"}
 
 
 @dataclass(frozen=True)
@@ -91,9 +90,9 @@ def block_flops_per_token(d: EncoderDims, seq_len: int) -> float:
 
 def input_embedding_flops_per_token(d: EncoderDims, seq_len: int, convention: Convention = "official") -> float:
     """Token, position and segment embeddings (GR `get_embedding_flops(output=False)`): dense lookups under the
-    official convention, gathers (0) under `compute`; the sum, LayerNorm, dropout and projection count in both."""
+    official convention, gathers (no arithmetic) under "compute"."""
     e = d.embedding
-    lookups = 2 * e * (d.vocab + seq_len + TOKEN_TYPES)  # one-hot x token, position and token-type tables
+    lookups = 2 * e * d.vocab + 2 * e * (seq_len + TOKEN_TYPES)  # one-hot x token, position, token-type tables
     flops = (
         (lookups if convention == "official" else 0)
         + 2 * e  # add the three embeddings
@@ -109,16 +108,14 @@ def encoder_flops_per_token(d: EncoderDims, seq_len: int, convention: Convention
     return input_embedding_flops_per_token(d, seq_len, convention) + d.layers * block_flops_per_token(d, seq_len)
 
 
-def mlm_head_flops_per_prediction(d: EncoderDims, convention: Convention = "official") -> float:
+def mlm_head_flops_per_prediction(d: EncoderDims) -> float:
     """MLM head at one predicted position (GR `get_embedding_flops(output=True)`; GR `get_token_logits`, §7.1):
-    dense H->E + GELU + LayerNorm, logits against the tied embedding table, softmax, pick the target word (a
-    one-hot product under the official convention, a gather under `compute`)."""
+    dense H->E + GELU + LayerNorm, logits against the tied embedding table, softmax, pick the target word."""
     e, v = d.embedding, d.vocab
     return float(
         2 * d.hidden * e + e + GELU_FLOPS * e + LAYER_NORM_FLOPS * e  # transform to the embedding size
-        + 2 * e * v  # logits = transformed x embedding table^T (a real matmul in both conventions)
-        + SOFTMAX_FLOPS * v  # softmax
-        + (2 * v if convention == "official" else 0)  # target-word pick-out (GR `output_target_word`)
+        + 2 * e * v  # logits = transformed x embedding table^T
+        + SOFTMAX_FLOPS * v + 2 * v  # softmax and target-word pick-out (GR `output_target_word`)
     )
 
 
@@ -130,13 +127,12 @@ def binary_head_flops_per_token(d: EncoderDims) -> float:
 
 def _mlm_model_forward(d: EncoderDims, seq_len: int, predicted_frac: float, convention: Convention) -> float:
     """Forward FLOPs per token of an encoder trained with an MLM head on `predicted_frac` of the positions."""
-    return encoder_flops_per_token(d, seq_len, convention) + predicted_frac * mlm_head_flops_per_prediction(
-        d, convention)
+    return encoder_flops_per_token(d, seq_len, convention) + predicted_frac * mlm_head_flops_per_prediction(d)
 
 
 def _forward_flops_per_token(
     disc: EncoderDims, gen: EncoderDims | None, objective: str, seq_len: int, mask_prob: float,
-    convention: Convention = "official",
+    convention: Convention,
 ) -> float:
     """Forward FLOPs per input token for one objective of Paper Table 5 (generator + main model)."""
     if objective == "mlm":  # BERT: one encoder, MLM head at the masked positions; no generator
@@ -174,7 +170,7 @@ def train_flops_per_step(
     `disc` is the model that is kept (the discriminator, or the BERT/MLM encoder). `gen` is the generator for
     the ELECTRA-family objectives (None = unigram generator, cost 0); it is ignored for "mlm". `mask_prob` is
     the fraction of positions that get an MLM softmax (and the ELECTRA-15% loss); see OFFICIAL_OUTPUT_FRAC.
-    `convention`: "official" (GR: dense lookups) or "compute" (lookups as gathers); see the module docstring.
+    `convention`: how embedding lookups count (CONVENTION_NAMES).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective '{objective}'{did_you_mean(objective, OBJECTIVES)}; "

@@ -18,14 +18,14 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
 from seqeval import metrics as seqeval_metrics
 from sklearn import metrics as sk
 
-from electra_bench.registry import Registry
+from electra_bench.registry import Registry, did_you_mean
 
 # seqeval's default mode (no `mode`/`scheme` argument) reproduces conlleval.pl: a span starts at B-X, or at an
 # I-X that does not continue a span of type X. `mode="strict", scheme=IOB2` scores the same predictions lower
@@ -59,6 +59,36 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def register_metric(metric: Metric) -> Metric:
     return METRICS.register(metric.name, metric)
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """Record metrics derived from a task's scores, keyed `<family>/...` (the robustness metrics of robustness.py):
+    `direction` "lower" (a drop: lower is better) or "headline" (a score level: as the task's headline)."""
+
+    name: str
+    direction: Literal["lower", "headline"]
+
+
+METRIC_FAMILIES: Registry[MetricFamily] = Registry("metric family")
+for _name, _direction in (("robust", "headline"), ("robust_auc", "headline"),  # levels on the metric's scale
+                          ("robust_drop", "lower"), ("robust_rel_drop", "lower")):  # clean - perturbed (%)
+    METRIC_FAMILIES.register(_name, MetricFamily(_name, _direction))
+
+
+def higher_is_better(key: str, headline_higher: bool) -> bool:
+    """Direction of any metric key a fine-tuning record carries: a registered metric (`accuracy`), one on another dev
+    split (`accuracy@dev_mismatched`), or a derived family (`robust_drop/char_typo/0.1`); `headline_higher`: the
+    direction of the record's headline, which the "headline" families follow. Unknown keys raise ValueError."""
+    base = key.split("@")[0]
+    if base in METRICS:
+        return METRICS.get(base).higher_is_better
+    family = key.split("/")[0]
+    if "/" in key and family in METRIC_FAMILIES:
+        return headline_higher if METRIC_FAMILIES.get(family).direction == "headline" else False
+    known = [*METRICS.names(), *METRIC_FAMILIES.names()]
+    raise ValueError(f"'{key}' is not a registered metric or metric family{did_you_mean(family, known)}; "
+                     f"families: {', '.join(f + '/...' for f in METRIC_FAMILIES.names())}")
 
 
 def _accuracy(preds, labels) -> float:

@@ -137,7 +137,7 @@ class GeneratorSampler:
     def refill(self, ids, types, positions: list[list[int]], seed: int) -> list[list[int]]:
         import torch
 
-        from .model.generators import sample_from_logits
+        from .model.generators import sample_from_logits  # deferred with torch: word-level kinds never need it
 
         rng = torch.Generator(device=self.device).manual_seed(seed)
         out = [list(seq) for seq in ids]

@@ -22,6 +22,7 @@ import torch
 from . import progress
 from .corpus import Blocks
 from .model.algorithms import Algorithm
+from .model.generators import MaskedLMGenerator
 from .model.objectives import Batch, PretrainOutput
 from .optim import linear_schedule, make_optimizer
 
@@ -149,16 +150,17 @@ LOOKUP_BLOCKS_PER_EVAL_BLOCK = 8  # training blocks the context-free lookup is e
 
 @contextmanager
 def sampling_temperature(objective, temperature: float):
-    """The generator samples at `temperature` inside the block (a unigram generator has none: unchanged)."""
-    generator = getattr(objective, "generator", None)
-    saved = getattr(generator, "temperature", None)
-    if saved is not None:
-        generator.temperature = temperature
+    """Every masked-LM generator of the objective samples at `temperature` inside the block, then at its own again
+    (a unigram generator has no temperature: unchanged)."""
+    sampling = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
+    saved = [m.temperature for m in sampling]
+    for m in sampling:
+        m.temperature = temperature
     try:
         yield
     finally:
-        if saved is not None:
-            generator.temperature = saved
+        for m, t in zip(sampling, saved):
+            m.temperature = t
 
 
 def _rows(n: int, batch_size: int):

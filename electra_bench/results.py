@@ -16,12 +16,14 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from electra_bench.claims import CellInfo
+from electra_bench.metrics import higher_is_better
 from electra_bench.registry import did_you_mean
 
 UNITS = ("pretrain", "finetune")
@@ -277,8 +279,6 @@ def metric_view(records: Iterable[dict], metric: str, task: str | None = None) -
     """The records with `metrics[metric]` as the headline of every fine-tuning record that has it (of `task` only,
     when given), so that `aggregate`, claims and plots treat a recorded robustness metric (robustness.py) as they
     treat the headline: medians over seeds, flagged runs left out. Pretraining records pass unchanged."""
-    from electra_bench.robustness import higher_is_better
-
     out = []
     for r in records:
         if r["unit"] != "finetune":
@@ -312,19 +312,6 @@ def glue_score(stats: Iterable[CellTaskStats], tasks: Sequence[str]) -> dict[str
     return out
 
 
-@dataclass(frozen=True)
-class CellInfo:
-    """What names a cell in tables: its label when the suite gives one, else the cell string."""
-
-    cell: str
-    label: str | None
-    axes: Mapping[str, object]
-
-    @property
-    def name(self) -> str:
-        return self.label or self.cell or "default"
-
-
 def cell_infos(records: Iterable[dict]) -> dict[str, CellInfo]:
     """CellInfo per cell string, sorted by cell; conflicting labels or axes for one cell raise."""
     infos: dict[str, CellInfo] = {}
@@ -337,7 +324,7 @@ def cell_infos(records: Iterable[dict]) -> dict[str, CellInfo]:
 
 
 # Figures of a pre-training record besides its metrics, usable as table `extra` columns and plot axes.
-PRETRAIN_FIGURES = ("train_flops", "train_flops_official", "train_flops_compute", "params", "steps")
+PRETRAIN_FIGURES = ("train_flops", "train_flops_official", "train_flops_compute", "train_tokens", "params", "steps")
 
 
 def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
@@ -367,7 +354,6 @@ def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
 
 # The four verdicts (verdicts.py judges them; tables.py and the README's claims table print them).
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "out of regime")
-_PAIR_KEYS, _BEST_KEYS = {"name", "better", "worse", "metric"}, {"name", "best_among", "expected", "metric"}
 
 
 @dataclass(frozen=True)
@@ -395,10 +381,3 @@ class Verdict:
         return f"{self.verdict}: {self.reason}" if self.reason else self.verdict
 
 
-def select_cells(infos: Mapping[str, CellInfo], selector: str | Mapping) -> list[str]:
-    """Cells matched by a selector: a label or cell string, or a dict of axis values that must all match."""
-    if isinstance(selector, str):
-        return [c for c, i in infos.items() if selector in (i.label, i.cell)]
-    if isinstance(selector, Mapping):
-        return [c for c, i in infos.items() if all(k in i.axes and i.axes[k] == v for k, v in selector.items())]
-    raise TypeError(f"a selector is a label string or an axis dict, not {selector!r}")

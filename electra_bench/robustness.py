@@ -12,28 +12,28 @@ clean metrics (drops are direction-aware: positive means worse):
   robust_auc/<kind>                 area under metric-vs-rate from rate 0 (clean) to the largest rate, divided by
                                     that rate: the mean metric over the range, on the metric's scale
 
-They aggregate over seeds like any metric (results.metric_view) and are claim metrics (`task:` + `metric:`).
-Keys: a fine-tune's run key sees the section only when the suite has one (`key_identity`), so every other suite's
-keys stay as they were; it sees the generator by its pre-training key. Pre-training keys never see it.
+They aggregate over seeds like any metric (results.metric_view) and are claim metrics (`task:` + `metric:`); their
+directions are metric families registered in metrics.py. Keys: a fine-tune's run key sees the section only when the
+suite has one (suite.robustness_identity), so every other suite's keys stay as they were; it sees the generator by
+its pre-training key. Pre-training keys never see it. The loader checks the section (`check_robustness`) and keeps
+the generator cell on the suite; the runner turns it into RobustSettings (runner.robust_settings).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import perturb
-from .config import Cell, Suite
 from .registry import did_you_mean
-from .schema import RobustnessConfig, RunConfig
-from .suite import Plan, needs_pretraining, pretrain_dir, pretrain_key, upstream_of
+from .schema import RobustnessConfig
+from .tasks import load_split
 
 PERTURB_VERSION = "1"  # bump when a perturbation changes what it produces (re-runs robustness fine-tunes only)
 GENERATOR_CHECKPOINT = 1.0  # the generator at the end of pre-training
-DROP_FAMILIES, LEVEL_FAMILIES = ("robust_drop", "robust_rel_drop"), ("robust", "robust_auc")
 
 
 @dataclass(frozen=True)
@@ -55,34 +55,18 @@ class RobustnessError(ValueError):
         self.field = field
 
 
-def higher_is_better(metric: str, headline_higher: bool) -> bool:
-    """Direction of a robustness record metric: drops are lower-is-better, levels follow the headline."""
-    family = metric.split("/")[0]
-    if family in DROP_FAMILIES:
-        return False
-    if family in LEVEL_FAMILIES:
-        return headline_higher
-    raise ValueError(f"'{metric}' is not a robustness metric{did_you_mean(family, DROP_FAMILIES + LEVEL_FAMILIES)}; "
-                     f"they start with {', '.join(DROP_FAMILIES + LEVEL_FAMILIES)}")
-
-
 def applicable(kinds, task_kind: str) -> list[str]:
     return [k for k in kinds if task_kind in perturb.PERTURBATIONS.get(k).task_kinds]
 
 
-def has_generator(run: RunConfig) -> bool:
-    """Whether the cell's pre-training trains a masked-LM generator that could propose substitutions."""
-    pre = run.pretrain
-    return needs_pretraining(run) and pre.objective != "mlm" and pre.generator_size != "unigram"
-
-
-def generator_cell(cells: list[Cell], cfg: RobustnessConfig) -> Cell | None:
+def generator_cell(cells: Sequence, cfg: RobustnessConfig):
     """The cell whose generator the `generator` kind samples from (None when that kind is not asked for): the one
-    named by `generator_cell`, else the first cell pre-training ELECTRA with a masked-LM generator."""
+    named by `generator_cell`, else the first cell pre-training ELECTRA with a masked-LM generator. `cells`: the
+    loader's config.Cell objects (a label and a RunConfig each); the result is one of them."""
     if "generator" not in cfg.kinds:
         return None
     if cfg.generator_cell is None:
-        found = next((c for c in cells if has_generator(c.config) and c.config.pretrain.objective == "electra"), None)
+        found = next((c for c in cells if c.config.has_generator and c.config.pretrain.objective == "electra"), None)
         if found is None:
             raise RobustnessError("kind 'generator' needs a cell that pre-trains ELECTRA with a masked-LM generator; "
                                   "none does (name one in generator_cell, or drop 'generator')", "kinds")
@@ -93,7 +77,7 @@ def generator_cell(cells: list[Cell], cfg: RobustnessConfig) -> Cell | None:
                               f"{did_you_mean(cfg.generator_cell, labels)}; cells: {', '.join(labels)}",
                               "generator_cell")
     cell = cells[labels.index(cfg.generator_cell)]
-    if not has_generator(cell.config):
+    if not cell.config.has_generator:
         pre = cell.config.pretrain
         raise RobustnessError(f"cell '{cell.label}' trains no masked-LM generator (objective {pre.objective}, "
                               f"generator_size {pre.generator_size}, finetune.init {cell.config.finetune.init})",
@@ -101,46 +85,16 @@ def generator_cell(cells: list[Cell], cfg: RobustnessConfig) -> Cell | None:
     return cell
 
 
-def check(suite_cfg, cells: list[Cell], task_kinds: dict[str, str]) -> None:
-    """Load-time checks beyond the schema: the generator cell exists, every kind applies to some task."""
-    cfg = suite_cfg.robustness
-    generator_cell(cells, cfg)
+def check_robustness(cfg: RobustnessConfig, cells: Sequence, task_kinds: Mapping[str, str]):
+    """Load-time checks beyond the schema (config.py calls it): the generator cell exists and trains a generator,
+    every kind applies to some task. Returns the generator cell (None without the `generator` kind)."""
+    cell = generator_cell(cells, cfg)
     for kind in cfg.kinds:
         if not any(applicable([kind], k) for k in task_kinds.values()):
             wanted = ", ".join(perturb.PERTURBATIONS.get(kind).task_kinds)
             raise RobustnessError(f"kind '{kind}' applies to {wanted} tasks; the suite has none "
                                   f"({', '.join(task_kinds) or 'no tasks'})", "kinds")
-
-
-def key_identity(suite: Suite, data_root: Path) -> dict | None:
-    """What a fine-tune run key sees of the section; None without one (keys of other suites do not change). The
-    generator enters by its pre-training key, so two suites naming one generator by different labels agree."""
-    cfg = suite.config.robustness
-    if cfg is None:
-        return None
-    cell = generator_cell(suite.cells, cfg)
-    return {**cfg.model_dump(mode="json", exclude={"generator_cell"}), "version": PERTURB_VERSION,
-            "generator": pretrain_key(cell.config, data_root) if cell is not None else None}
-
-
-def settings_for(plan: Plan) -> RobustSettings | None:
-    """The fine-tunes' robustness settings (runner.py). A generator pre-trained before generators were saved is
-    exported from its final training state once."""
-    cfg = plan.suite.config.robustness
-    if cfg is None:
-        return None
-    cell = generator_cell(plan.suite.cells, cfg)
-    if cell is None:
-        return RobustSettings(tuple(cfg.kinds), tuple(cfg.rates), cfg.seed)
-    from .pretrain import GENERATOR_DIR, checkpoint_dir
-
-    out_dir = pretrain_dir(plan, upstream_of(cell.config, plan.data_root))
-    ckpt = checkpoint_dir(out_dir, GENERATOR_CHECKPOINT)
-    if (ckpt / "config.json").is_file() and not (ckpt / GENERATOR_DIR).is_dir() and (out_dir / "state.pt").is_file():
-        from .units import export_generator
-
-        export_generator(cell.config, out_dir, ckpt)
-    return RobustSettings(tuple(cfg.kinds), tuple(cfg.rates), cfg.seed, ckpt / GENERATOR_DIR, cell.label)
+    return cell
 
 
 def context(spec, tokenizer, settings: RobustSettings, data_root: Path, device: str) -> perturb.Context:
@@ -149,8 +103,6 @@ def context(spec, tokenizer, settings: RobustSettings, data_root: Path, device: 
     special = tuple(sorted(set(tokenizer.all_special_ids)))
     mentions = {}
     if "entity_swap" in kinds:
-        from .tasks import load_split
-
         mentions = perturb.train_mentions(load_split(spec, "train", data_root).to_list(), spec.labels)
     sampler = _load_generator(settings, tokenizer, special, device) if "generator" in kinds else None
     return perturb.Context(special, len(tokenizer), spec.labels, mentions, sampler)

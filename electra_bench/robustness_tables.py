@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from electra_bench.metrics import METRIC_FAMILIES
+from electra_bench.perturb import PERTURBATIONS
 from electra_bench.results import CellTaskStats, aggregate, metric_view
 
 
@@ -34,17 +36,14 @@ class RobustBlock:
 
 
 def robust_stats(records: Sequence[dict]) -> dict[tuple[str, str, str], CellTaskStats]:
-    """(cell, task, metric) -> seed statistics of every robustness metric in the fine-tuning records."""
-    from electra_bench.robustness import DROP_FAMILIES, LEVEL_FAMILIES
-
+    """(cell, task, metric) -> seed statistics of every robustness metric (a registered metric family of
+    metrics.py, keyed `<family>/...`) in the fine-tuning records."""
     names = sorted({m for r in records if r["unit"] == "finetune" for m in r["metrics"]
-                    if m.split("/")[0] in DROP_FAMILIES + LEVEL_FAMILIES})
+                    if "/" in m and m.split("/")[0] in METRIC_FAMILIES})
     return {(s.cell, s.task, m): s for m in names for s in aggregate(metric_view(records, m), n_resamples=1)}
 
 
 def _kinds_and_rates(stats, task: str) -> tuple[list[str], list[float]]:
-    from electra_bench.perturb import PERTURBATIONS
-
     parts = [m.split("/") for (_, t, m) in stats if t == task and m.startswith("robust_drop/")]
     found = {p[1] for p in parts if len(p) == 3}
     return [k for k in PERTURBATIONS if k in found], sorted({float(p[2]) for p in parts if len(p) == 3})

@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import results as results_mod
+from .config import ConfigError, flatten
+from .metrics import METRICS
+from .robustness import GENERATOR_CHECKPOINT, RobustSettings
 from .suite import (
     Plan,
     Unit,
@@ -23,33 +26,21 @@ from .suite import (
     store_record,
     stored_record,
     timed,
+    unit_record,
     upstream_of,
 )
-from .tasks import TASKS
-from .tracking import environment_info, flatten, make_tracker
+from .tables import render_all
+from .tracking import environment_info, make_tracker
+from .verdicts import judge
 
 FAILURES = "failures.jsonl"  # work/<suite>/failures.jsonl: failed units and why (plan shows them)
 
 
-def table_spec(plan: Plan) -> dict:
-    cfg = plan.suite.config
-    columns = cfg.table.columns or list(cfg.tasks)
-    glue = [t for t in columns if TASKS.get(t).format == "glue_tsv"]
-    spec = {"title": f"{cfg.name}: {cfg.description}".strip(": "), "columns": columns, "glue_tasks": glue,
-            "extra": cfg.table.extra, "reference": cfg.table.reference, "claims": cfg.table.claims,
-            "plots": cfg.table.plots, "rows": [c.label for c in plan.suite.cells],
-            "controls": [c.label for c in plan.suite.cells if c.config.finetune.init == "random"]}
-    return {k: v for k, v in spec.items() if v}
-
-
 def render(plan: Plan) -> list[Path]:
-    from .tables import render_all
-    from .verdicts import judge
-
     records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
     if not records:
         return []
-    spec = table_spec(plan)
+    spec = plan.suite.table_spec
     return render_all(records, spec, plan.records_path.parent, judge(records, spec))
 
 
@@ -78,12 +69,12 @@ def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
         render(plan)
         return []
     plan.work_dir.mkdir(parents=True, exist_ok=True)
-    with _suite_lock(plan.work_dir / "run.lock"):
+    with suite_lock(plan.work_dir / "run.lock"):
         return _run_pending(plan, show_progress)
 
 
 @contextmanager
-def _suite_lock(path: Path, shared: bool = False):
+def suite_lock(path: Path, shared: bool = False):
     """`run` holds the suite's lock alone; workers (worker.py) hold it `shared`, so the two never mix."""
     import fcntl
 
@@ -91,15 +82,13 @@ def _suite_lock(path: Path, shared: bool = False):
         try:
             fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            from .config import ConfigError
-
             raise ConfigError(f"another `electra-bench run` or worker holds {path}; wait for it or stop "
                               f"it") from None
         yield
 
 
 def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
-    from .units import Env
+    from .units import Env  # deferred, as every units/torch import here: a fully cached run never loads torch
 
     cfg = plan.suite.config
     env = Env(plan.data_root, plan.work_dir, show_progress, Path(cfg.work_dir) / "cache")
@@ -121,12 +110,12 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
                         unit.status, unit.reason = "blocked", f"pre-training failed: {failed_pretrain[up]}"
                         bad.append(unit)
                         continue
-                    ok = _run_unit(plan, unit, env, tracker, cell_run)
+                    ok = run_unit(plan, unit, env, tracker, cell_run)
                     if not ok:
                         bad.append(unit)
                         if unit.kind == "pretrain":
                             failed_pretrain[unit.key] = unit.reason
-                _log_cell_summary(plan, cell, cell_run)
+                log_cell_summary(plan, cell, cell_run)
         for path in render(plan):
             suite_run.log_artifact(path, "tables")
     return bad
@@ -153,7 +142,7 @@ def cell_run_of(plan: Plan, tracker, cell, suite_run):
         yield cell_run
 
 
-def _run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bool:
+def run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> bool:
     """Run (or adopt) one unit and write its record; `commit(record)` replaces the append (a worker's
     exactly-once write). Returns False (unit.status "failed", the reason in failures.jsonl) if the unit raised."""
     write = commit or (lambda record: results_mod.append_record(plan.records_path, record))
@@ -197,7 +186,7 @@ def pretrain_lock(folder: Path):
 
 
 def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
-    from .units import run_finetune, run_pretrain
+    from .units import run_finetune, run_pretrain  # deferred: torch
 
     cfg, cell, name = plan.suite.config, unit.cell, unit_name(unit)
     try:
@@ -208,14 +197,13 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 out, wall = timed(lambda: run_pretrain(cell.config, env, pretrain_dir(plan, unit.key),
                                                        run.log_metrics))
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
-            record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": [],
-                      "train_flops": out["train_flops"], "params": out["params"], "steps": out["steps"],
-                      "flops_convention": cell.config.pretrain.flops_convention,
-                      **{k: v for k, v in out.items() if k.startswith("train_flops_")},
-                      "precision": cell.config.pretrain.precision,
-                      "wall_s": wall}
+            record = unit_record(plan, unit, out["metrics"], [], train_flops=out["train_flops"], params=out["params"],
+                                 steps=out["steps"], precision=cell.config.pretrain.precision,
+                                 flops_convention=cell.config.pretrain.flops_convention, wall_s=wall,
+                                 train_tokens=out["train_tokens"],
+                                 **{k: v for k, v in out.items() if k.startswith("train_flops_")})
         else:
-            spec = TASKS.get(unit.task)
+            spec = plan.suite.tasks[unit.task]
             with tracker.run(name, unit.key, "finetune", cell_run,
                              {"suite": cfg.name, "task": unit.task, "seed": str(unit.seed)}) as run:
                 run.log_params({**flatten(cell.config.model_dump(mode="json")["finetune"], "finetune."),
@@ -224,19 +212,14 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                     run.log_dataset(f"{unit.task}/{split}", str(spec.file_path(split, plan.data_root)),
                                     f"{spec.name}:{spec.version}", "training" if split == "train" else "evaluation")
                 preds_dir = plan.work_dir / "predictions" / cell.label.replace("/", "_")
-                from .robustness import settings_for
-
-                robust = settings_for(plan)  # None unless the suite has a `robustness:` section
+                robust = robust_settings(plan)  # None unless the suite has a `robustness:` section
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
                                                        encoder_source(plan, cell), run.log_metrics, preds_dir,
                                                        robust))
                 run.log_metrics(final_metrics(out["metrics"]), out["steps"])
-            from .metrics import METRICS
-
-            record = {**base_record(plan, unit), "metrics": out["metrics"], "flags": out["flags"],
-                      "headline_metric": spec.headline, "headline": out["headline"],
-                      "higher_is_better": METRICS.get(spec.headline).higher_is_better,
-                      "n_train": out["n_train"], "n_dev": out["n_dev"], "wall_s": wall}
+            record = unit_record(plan, unit, out["metrics"], out["flags"], headline_metric=spec.headline,
+                                 headline=out["headline"], higher_is_better=METRICS.get(spec.headline).higher_is_better,
+                                 n_train=out["n_train"], n_dev=out["n_dev"], wall_s=wall)
         write(record)
         store_record(plan, record)
         unit.status = "done"
@@ -251,6 +234,25 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
             f.write(json.dumps({"run_key": unit.key, "unit": unit.kind, "cell": cell.label, "task": unit.task,
                                 "seed": unit.seed, "reason": unit.reason}) + "\n")
         return False
+
+
+def robust_settings(plan: Plan) -> RobustSettings | None:
+    """The fine-tunes' robustness settings (robustness.py), None without a `robustness:` section. A generator
+    pre-trained before generators were saved is exported from its final training state once."""
+    cfg, cell = plan.suite.config.robustness, plan.suite.generator
+    if cfg is None:
+        return None
+    if cell is None:
+        return RobustSettings(tuple(cfg.kinds), tuple(cfg.rates), cfg.seed)
+    from .pretrain import GENERATOR_DIR, checkpoint_dir  # deferred: torch
+
+    out_dir = pretrain_dir(plan, upstream_of(cell.config, plan.data_root))
+    ckpt = checkpoint_dir(out_dir, GENERATOR_CHECKPOINT)
+    if (ckpt / "config.json").is_file() and not (ckpt / GENERATOR_DIR).is_dir() and (out_dir / "state.pt").is_file():
+        from .units import export_generator  # deferred: torch
+
+        export_generator(cell.config, out_dir, ckpt)
+    return RobustSettings(tuple(cfg.kinds), tuple(cfg.rates), cfg.seed, ckpt / GENERATOR_DIR, cell.label)
 
 
 def final_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -274,7 +276,7 @@ def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> No
     _log(f"   shared: finished earlier in suite {record['shared_from']} (same run key), record adopted")
 
 
-def _log_cell_summary(plan: Plan, cell, cell_run) -> None:
+def log_cell_summary(plan: Plan, cell, cell_run) -> None:
     """Seed-aggregated task scores on the cell run (median over seeds, the paper's statistic)."""
     if not plan.records_path.exists():
         return

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .perturb import PERTURBATIONS  # the registry is the one list of perturbation kinds
+from .registry import UnknownName
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -85,9 +88,9 @@ class PretrainConfig(Strict):
     batch_size: int = Field(128, gt=0)  # T6 Small: 128
     steps: int = Field(1_000_000, gt=0)  # T6 Small: 1M; ignored when `budget_flops` is set
     budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
-    # How budget_flops (and records' train_flops) count FLOPs (flops.py): "official" = GR flops_computation.py,
-    # embedding lookups as dense one-hot matmuls (the paper's 1.29e18 for Small, §3.5); "compute" = lookups as
-    # gathers, what the hardware computes (the cpu scale's: at tiny size "official" gives BERT 1.54x ELECTRA's steps).
+    # How `budget_flops` counts: "official" = GR flops_computation.py (embedding lookups as dense one-hot matmuls,
+    # the paper's Table 1 FLOPs); "compute" = lookups as gathers (what the hardware does: with a small model and
+    # an 8k vocab the dense lookup dominates and gives BERT ~54% more steps than ELECTRA, issue 14 audit)
     flops_convention: Literal["official", "compute"] = "official"
     eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
     eval_batches: int = Field(4, gt=0)
@@ -146,10 +149,6 @@ class PretrainConfig(Strict):
 
 
 class FinetuneConfig(Strict):
-    # Fine-tuning dropout, decoupled from model.dropout (the pre-training one; the cpu scale pre-trains without):
-    # T7: hidden/attention dropout 0.1 in fine-tuning (the official code fine-tunes with 0.1, electra-reference §6.2).
-    dropout: float = Field(0.1, ge=0, lt=1)
-    attention_dropout: float = Field(0.1, ge=0, lt=1)
     init: str = "pretrained"  # "pretrained" (this cell's D), "random", a save_pretrained dir, or a hub id
     checkpoint: float = Field(1.0, gt=0, le=1)  # which pre-training checkpoint (fraction) to fine-tune
     lr: float = Field(3e-4, gt=0)  # T7 Small 3e-4 (GR code default: 1e-4)
@@ -168,6 +167,10 @@ class FinetuneConfig(Strict):
     eval_test: bool = False  # also predict the test split (written in submission format)
     precision: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Fine-tuning dropout, its own setting (not model.dropout, the pre-training one): GR's fine-tuning keeps the
+    # BERT config's 0.1 (hidden and attention) whatever pre-training used
+    dropout: float = Field(0.1, ge=0, lt=1)  # GR bert_config hidden_dropout_prob 0.1 (T6)
+    attention_dropout: float = Field(0.1, ge=0, lt=1)  # GR bert_config attention_probs_dropout_prob 0.1
 
 
 class RunConfig(Strict):
@@ -178,6 +181,17 @@ class RunConfig(Strict):
     corpus: CorpusConfig = CorpusConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+
+    @property
+    def needs_pretraining(self) -> bool:
+        """Whether the cell pre-trains its own encoder (fine-tunes from its discriminator, not random or external)."""
+        return self.finetune.init == "pretrained"
+
+    @property
+    def has_generator(self) -> bool:
+        """Whether the cell's pre-training trains a masked-LM generator that could propose substitutions (the
+        `generator` perturbation of a `robustness:` section samples from one)."""
+        return self.needs_pretraining and self.pretrain.objective != "mlm" and self.pretrain.generator_size != "unigram"
 
 
 class CellSpec(Strict):
@@ -199,12 +213,27 @@ class TrackingConfig(Strict):
     enabled: bool = True
 
 
+class PlotConfig(Strict):
+    """One plot of a suite's table: a task's headline (or the GLUE score) against an axis (Fig. 3 style)."""
+
+    axis: str  # an axis path of the suite (pretrain.generator_size), or "train_flops" / "params" (equal compute)
+    metric: str  # a task of the suite, or "glue"
+    file: str | None = None  # None: "<metric>_vs_<axis>.png"
+    logx: bool | None = None  # None: logarithmic x for train_flops / params (Fig. 1 plots FLOPs on a log scale)
+
+
 class TableConfig(Strict):
+    """How the suite's records become table.md / .tex / .csv and plots (claims.table_spec; tables.py renders)."""
+
+    title: str | None = None  # heading of table.md; None: "<suite name>: <description>"
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
     extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    spread: Literal["sd", "ci"] = "sd"  # after the median: sample sd over seeds, or a bootstrap 95% CI (§3.1 medians)
+    digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
-    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys listed in tables.py
-    plots: list[dict[str, str]] = []  # {"axis": dotted path, "metric": task or "glue"}
+    reference_name: str = "paper"  # the word in the "<column> (paper)" headers of those numbers
+    claims: list[dict[str, Any]] = []  # judged by verdicts.py (four verdicts, MDE); keys in claims.py
+    plots: list[PlotConfig] = []
 
 
 class SearchParam(Strict):
@@ -269,9 +298,6 @@ class RobustnessConfig(Strict):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, v: list[str]) -> list[str]:
-        from .perturb import PERTURBATIONS  # the registry is the one list of kinds
-        from .registry import UnknownName
-
         for kind in v:
             if kind not in PERTURBATIONS:
                 raise ValueError(str(UnknownName("perturbation kind", kind, PERTURBATIONS.names())))

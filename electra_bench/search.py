@@ -20,16 +20,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from .config import ConfigError, _set_path
+from .config import ConfigError, set_path
+from .leases import LeaseTimes, open_storage, trial_id, worker_id
 from .metrics import METRICS
+from .runner import pretrain_lock
 from .schema import RunConfig, SearchConfig
-from .suite import Plan, needs_pretraining, pretrain_dir, upstream_of
-from .tasks import TASKS
+from .suite import Plan, pretrain_dir, upstream_of
+from .tasks import TaskSpec, glue_tasks
 from .tracking import make_tracker
 
 
@@ -37,8 +40,6 @@ def storage_for(cfg: SearchConfig, work_dir: Path, n_workers: int = 1):
     """The study's storage: `search.storage` (an RDB URL or a journal file path), else work/<suite>/optuna.journal.
     RDB storage gets Optuna's heartbeat, and a trial whose process died is re-queued (leases.py)."""
     import optuna
-
-    from .leases import LeaseTimes, open_storage
 
     if cfg.storage is not None and cfg.storage.startswith("sqlite"):
         if n_workers > 1:
@@ -49,10 +50,11 @@ def storage_for(cfg: SearchConfig, work_dir: Path, n_workers: int = 1):
     return open_storage(cfg.storage, work_dir, LeaseTimes(heartbeat_s=60, grace_s=180))[0]
 
 
-def direction(cfg: SearchConfig) -> str:
+def direction(cfg: SearchConfig, tasks: Mapping[str, TaskSpec]) -> str:
+    """Optuna's direction: the objective task's headline metric's (`tasks`: the suite's specs); GLUE is maximised."""
     if cfg.objective == "glue":
         return "maximize"
-    return METRICS.get(TASKS.get(cfg.objective).headline).direction
+    return METRICS.get(tasks[cfg.objective].headline).direction
 
 
 def make_sampler(cfg: SearchConfig, seed: int | None = None):
@@ -99,14 +101,15 @@ def suggest(trial, cfg: SearchConfig) -> dict:
 def trial_config(base: RunConfig, values: dict) -> RunConfig:
     data = base.model_dump(mode="json")
     for path, value in values.items():
-        data = _set_path(data, tuple(path.split(".")), value)
+        data = set_path(data, tuple(path.split(".")), value)
     return RunConfig.model_validate(data)
 
 
-def score(cfg: SearchConfig, per_task: dict[str, list[float]]) -> float:
+def score(cfg: SearchConfig, per_task: dict[str, list[float]], tasks: Mapping[str, TaskSpec]) -> float:
+    """The trial's objective: the median over seeds of the objective task, or the mean of the GLUE tasks' medians."""
     if cfg.objective != "glue":
         return median(per_task[cfg.objective])
-    glue = [t for t in per_task if TASKS.get(t).format == "glue_tsv"]
+    glue = glue_tasks(tasks[t] for t in per_task)
     return sum(median(per_task[t]) for t in glue) / len(glue)
 
 
@@ -134,7 +137,7 @@ def run_search(plan: Plan, n_trials: int | None = None, show_progress: bool = Tr
     name = cfg.study_name or suite.name
     storage = shared.storage if shared else storage_for(cfg, plan.work_dir)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction=direction(cfg), load_if_exists=True)
+                                direction=direction(cfg, plan.suite.tasks), load_if_exists=True)
     total = n_trials or cfg.n_trials
     tracker = make_tracker(suite.tracking.uri, suite.name, suite.tracking.enabled, plan.work_dir)
     out = plan.records_path.parent
@@ -158,8 +161,6 @@ def _worker_seed(seed: int) -> int:
     depends on timing anyway, so it is not reproducible)."""
     import zlib
 
-    from .leases import worker_id
-
     return zlib.crc32(f"{seed}:{worker_id()}".encode())
 
 
@@ -179,9 +180,8 @@ def _optimize_shared(study, objective, cfg: SearchConfig, total: int, shared: Sh
     lease = shared.lease
     lease.requeue.on_lost.append(lambda st, t: tracker.mark_lost(f"trial:{st.study_name}:{t.number}",
                                                                  "worker lost (no heartbeat)"))
-    def leased(trial):
-        from .leases import trial_id
 
+    def leased(trial):
         lease.reclaim(study)
         with lease.hold(trial_id(shared.storage, study, trial)):
             return objective(trial)
@@ -209,7 +209,7 @@ def _optimize_shared(study, objective, cfg: SearchConfig, total: int, shared: Sh
 def _objective(trial, plan: Plan, cfg: SearchConfig, tracker, study_run, show_progress: bool) -> float:
     import optuna
 
-    from .units import Env, run_finetune, run_pretrain
+    from .units import Env, run_finetune, run_pretrain  # deferred: torch, for trials only
 
     suite = plan.suite.config
     values = suggest(trial, cfg)
@@ -220,10 +220,9 @@ def _objective(trial, plan: Plan, cfg: SearchConfig, tracker, study_run, show_pr
         try:
             run_cfg = trial_config(plan.suite.cells[0].config, values)
             source = None
-            if needs_pretraining(run_cfg):
+            if run_cfg.needs_pretraining:
                 folder = pretrain_dir(plan, upstream_of(run_cfg, plan.data_root))
-                from .pretrain import checkpoint_dir
-                from .runner import pretrain_lock
+                from .pretrain import checkpoint_dir  # deferred: torch
 
                 source = checkpoint_dir(folder, run_cfg.finetune.checkpoint)
                 with pretrain_lock(folder):  # shared with `run`, other trials and workers: same key, same folder
@@ -234,13 +233,13 @@ def _objective(trial, plan: Plan, cfg: SearchConfig, tracker, study_run, show_pr
                 source = run_cfg.finetune.init
             per_task: dict[str, list[float]] = {}
             for task in suite.tasks:
-                spec = TASKS.get(task)
+                spec = plan.suite.tasks[task]
                 for i, seed in enumerate(suite.seeds):
                     report = task == (cfg.objective if cfg.objective != "glue" else suite.tasks[0]) and i == 0
                     log = _pruning_log(trial, run, f"dev/{spec.headline}") if report else run.log_metrics
                     res = run_finetune(run_cfg, spec, seed, env, source, log)
                     per_task.setdefault(task, []).append(res["headline"])
-            value = score(cfg, per_task)
+            value = score(cfg, per_task, plan.suite.tasks)
             run.log_metrics({"objective": value, **{f"median/{t}": median(v) for t, v in per_task.items()}})
             run.set_tags({"state": "COMPLETE"})
             return value
@@ -279,7 +278,7 @@ def _write_outputs(study, cfg: SearchConfig, out: Path, study_run) -> None:
     best = study.best_trial
     snippet = {}
     for path, value in best.params.items():
-        snippet = _set_path(snippet, ("base", *path.split(".")), value)
+        snippet = set_path(snippet, ("base", *path.split(".")), value)
     header = f"# best trial {best.number} of study '{study.study_name}': {cfg.objective} = {best.value:.4f}\n"
     _write_atomic(out / "best.yaml", header + yaml.safe_dump(snippet, sort_keys=False))
     study_run.log_metrics({"best_value": best.value, "n_complete": len(complete)})

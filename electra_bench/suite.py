@@ -31,8 +31,9 @@ from pathlib import Path
 
 from . import results as results_mod
 from .config import Cell, Suite
+from .robustness import PERTURB_VERSION
 from .schema import RunConfig
-from .tasks import TASKS, TaskSpec, default_data_root, register_task, task_from_dict
+from .tasks import TaskSpec, default_data_root
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
 NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
@@ -41,7 +42,12 @@ NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_ev
                 "pretrain.fused_adam", "pretrain.compile", "pretrain.sdpa_backend")
 # Semantic fields added after results were keyed: left out of the key at these values (what the code did before
 # they existed), so finished units keep their keys; any other value changes it.
-KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1, "pretrain.flops_convention": "official"}
+KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1,
+                        "pretrain.flops_convention": "official"}
+# Fields added after results were keyed whose earlier behaviour was another field's value: left out of the key
+# when equal to it (fine-tuning used the pre-training dropout before finetune.dropout existed).
+KEYED_UNLESS_EQUAL = {"finetune.dropout": "model.dropout",
+                      "finetune.attention_dropout": "model.attention_dropout"}
 PRETRAIN_SECTIONS = ("model", "tokenizer", "corpus", "pretrain")
 
 
@@ -59,14 +65,16 @@ def _semantic(run: RunConfig, sections: tuple[str, ...]) -> dict:
         sec, key = path.split(".")
         if sec in data and data[sec].get(key) == before:
             data[sec].pop(key)
-    if "pretrain" in data and run.pretrain.budget_flops is None:  # the convention only matters for a budget
-        data["pretrain"].pop("flops_convention", None)
-    if "finetune" in data and (run.finetune.dropout, run.finetune.attention_dropout) == (
-            run.model.dropout, run.model.attention_dropout):
-        # fine-tuning used the pre-training dropout before it had its own: keyed only where the two differ
-        data["finetune"].pop("dropout")
-        data["finetune"].pop("attention_dropout")
+    for path, other in KEYED_UNLESS_EQUAL.items():
+        sec, key = path.split(".")
+        if sec in data and _field(run, path) == _field(run, other):
+            data[sec].pop(key)
     return data
+
+
+def _field(run: RunConfig, path: str):
+    sec, key = path.split(".")
+    return getattr(getattr(run, sec), key)
 
 
 def data_identity(run: RunConfig, data_root: Path) -> dict:
@@ -82,25 +90,24 @@ def data_identity(run: RunConfig, data_root: Path) -> dict:
     return {"corpus": files, "vocab": vocab.stat().st_size if vocab.exists() else None}
 
 
-def needs_pretraining(run: RunConfig) -> bool:
-    return run.finetune.init == "pretrained"
-
-
 def pretrain_key(run: RunConfig, data_root: Path) -> str:
     return _digest({"code": CODE_VERSION, "config": _semantic(run, PRETRAIN_SECTIONS),
                     "data": data_identity(run, data_root)})
 
 
+TASK_PRESENTATION = {"glue"}  # TaskSpec fields that change how results are shown, not what a fine-tune computes
+
+
 def finetune_key(run: RunConfig, spec: TaskSpec, seed: int, upstream: str, robustness: dict | None = None) -> str:
     """`upstream`: the pre-training key, or the encoder source ('random' + model/tokenizer, a path, a hub id).
-    `robustness`: robustness.key_identity of the suite; None (no `robustness:` section) leaves the key as it was."""
+    `robustness`: robustness_identity of the suite; None (no `robustness:` section) leaves the key as it was."""
     ident = {"code": CODE_VERSION, "finetune": _semantic(run, ("finetune",)), "upstream": upstream,
-             "task": spec.model_dump(mode="json"), "seed": seed}
+             "task": spec.model_dump(mode="json", exclude=TASK_PRESENTATION), "seed": seed}
     return _digest(ident if robustness is None else {**ident, "robustness": robustness})
 
 
 def upstream_of(run: RunConfig, data_root: Path) -> str:
-    if needs_pretraining(run):
+    if run.needs_pretraining:
         return pretrain_key(run, data_root)
     if run.finetune.init == "random":
         return "random:" + _digest(_semantic(run, ("model", "tokenizer")) | {"data": data_identity(run, data_root)})
@@ -134,9 +141,15 @@ class Plan:
         return Path(self.suite.config.work_dir) / self.suite.config.name
 
 
-def register_custom_tasks(suite: Suite) -> None:
-    for d in suite.config.custom_tasks:
-        register_task(task_from_dict(d))
+def robustness_identity(suite: Suite, data_root: Path) -> dict | None:
+    """What a fine-tune run key sees of the suite's `robustness:` section (robustness.py); None without one (keys of
+    other suites do not change). The generator enters by its pre-training key, so two suites naming one generator by
+    different labels agree."""
+    cfg = suite.config.robustness
+    if cfg is None:
+        return None
+    return {**cfg.model_dump(mode="json", exclude={"generator_cell"}), "version": PERTURB_VERSION,
+            "generator": pretrain_key(suite.generator.config, data_root) if suite.generator is not None else None}
 
 
 def cell_digest(cell: Cell) -> str:
@@ -163,7 +176,7 @@ def seed_cells(suite: Suite) -> list[Cell]:
     `pretrain.seed` set to it); a cell without the list is itself (unchanged: every run key stays what it was)."""
     out = []
     for cell in suite.cells:
-        if cell.pretrain_seeds is None or not needs_pretraining(cell.config):
+        if cell.pretrain_seeds is None or not cell.config.needs_pretraining:
             out.append(cell)
             continue
         for s in cell.pretrain_seeds:
@@ -175,25 +188,22 @@ def seed_cells(suite: Suite) -> list[Cell]:
 
 def pretrain_seed_of(cell: Cell) -> int | None:
     """The pretraining seed a record of this cell carries: None for a cell that does not pre-train."""
-    return cell.config.pretrain.seed if needs_pretraining(cell.config) else None
+    return cell.config.pretrain.seed if cell.config.needs_pretraining else None
 
 
 def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     root = Path(data_root or suite.config.data_root or default_data_root())
-    register_custom_tasks(suite)
     plan = Plan(suite, root, cells=seed_cells(suite))
     done = {r["run_key"] for r in read_records_safe(plan.records_path)}
     failed = failures(plan.work_dir)
-    from .robustness import key_identity
-
-    robust = key_identity(suite, root)
+    robust = robustness_identity(suite, root)
     for cell in plan.cells:
         up = upstream_of(cell.config, root)
-        if needs_pretraining(cell.config) and all(u.key != up for u in plan.units):  # shared cells run once
+        if cell.config.needs_pretraining and all(u.key != up for u in plan.units):  # shared cells run once
             plan.units.append(Unit("pretrain", cell, up, status="done" if up in done else "pending"))
         for task in suite.config.tasks:
             for seed in suite.config.seeds:
-                key = finetune_key(cell.config, TASKS.get(task), seed, up, robust)
+                key = finetune_key(cell.config, suite.tasks[task], seed, up, robust)
                 plan.units.append(Unit("finetune", cell, key, task, seed, "done" if key in done else "pending"))
     for unit in plan.units:
         if unit.status == "pending" and unit.key in failed:
@@ -226,6 +236,13 @@ def base_record(plan: Plan, unit: Unit) -> dict:
             "seed": unit.seed if unit.kind == "finetune" else unit.cell.config.pretrain.seed,
             "pretrain_seed": pretrain_seed_of(unit.cell),
             "code_version": code_version(), "finished_at": _now()}
+
+
+def unit_record(plan: Plan, unit: Unit, metrics: dict[str, float], flags: list[str], **fields) -> dict:
+    """The one constructor of a finished unit's record: its identity (`base_record`), metrics and flags, and the
+    unit's own `fields` (a fine-tune: headline_metric, headline, higher_is_better, n_train, n_dev; a pre-training:
+    train_flops, params, steps, precision; both: wall_s). Checked against results.validate_record."""
+    return results_mod.validate_record({**base_record(plan, unit), "metrics": metrics, "flags": list(flags), **fields})
 
 
 def pretrain_dir(plan: Plan, key: str) -> Path:
@@ -267,7 +284,7 @@ def encoder_source(plan: Plan, cell: Cell) -> str | None:
         return None
     if init != "pretrained":
         return init
-    from .pretrain import checkpoint_dir
+    from .pretrain import checkpoint_dir  # deferred: torch stays off `plan` and cached runs
 
     return str(checkpoint_dir(pretrain_dir(plan, upstream_of(cell.config, plan.data_root)),
                               cell.config.finetune.checkpoint))

@@ -1,30 +1,30 @@
 """Tables and plots of a suite, rendered from its records alone plus a table spec (DESIGN.md principle 7).
 
-`render_all(records, spec, out_dir)` writes `table.md` (with the verdicts section, and a robustness section when the
-records carry robustness metrics: robustness_tables.py), `table.tex` (booktabs), `table.csv` (one line per row x
-column, full precision) and the spec's plots as PNG (and robustness.png). The same records give
-byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing reads the clock.
+Two steps. `build_table(records, spec)` aggregates the records once into a `Table`: entries per row x column
+(medians, spreads, GLUE scores, pre-training figures, best markers, paper numbers), notes, verdicts, the robustness
+blocks (robustness_tables.py) and the data of every plot (`Figure`). The renderers only format that model:
+`render_markdown` (table.md, with the verdicts and robustness sections), `render_latex` (booktabs), `render_csv`
+(one line per row x column, full precision), `draw_plot` / `robustness_tables.plot` (PNG); `render_all` writes them
+all. The same records give byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and
+nothing reads the clock.
 
-Table spec keys: those of `schema.TableConfig` (columns, extra, reference, claims, plots) plus a few of
-presentation; all optional, unknown keys raise:
-  title           str, heading of table.md
+The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.from_mapping` of the keys of
+`schema.TableConfig` plus `glue_tasks` and `rows`); its knobs and their defaults are the schema's:
   columns         [task names], one column each, in this order; a cell shows `median ± sd (n)` of the headline.
                   None/absent: every task in the records, sorted
-  glue_tasks      [task names] averaged into the GLUE column (default: `columns`; list it when CoNLL is a column);
-                  the column appears when there are at least two
+  glue_tasks      [task names] averaged into the GLUE column (a suite: its tasks with `TaskSpec.glue`; a mapping
+                  without it: `columns`); the column appears when there are at least two
   rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
   extra           [names] from the pretrain records: "train_flops" (the run's FLOPs convention, named in the
                   notes), "train_flops_official", "train_flops_compute", "params", "steps" or a held-out
                   pre-training metric ("disc_auc", "context_free_auc", "token_cosine", "disc_recall", ...)
-  spread          "sd" (default) or "ci": what follows the median in a cell
-  digits          int, decimals of metric values (default 1)
-  reference       {row name: {column: number}}: paper numbers, shown in a "<column> (paper)" column beside ours
-  reference_name  str, the word used for those columns (default "paper")
+  spread, digits  "sd" or "ci" after the median; decimals of metric values
+  reference       {row name: {column: number}}: paper numbers, shown in a "<column> (<reference_name>)" column
   claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;
                   the caller passes the judged Verdicts to `build_table` / `render_all`, which only print them
   controls        [selectors] of the suite's random-init cells, the regime check of those verdicts
-  plots           [{"axis": dotted path | "train_flops" | "params", "metric": task | "glue", "file": "x.png",
-                    "logx": bool}]; file defaults to "<metric>_vs_<axis>.png"
+  plots           [schema.PlotConfig]: axis (dotted path | "train_flops" | "params"), metric (task | "glue"), file,
+                  logx
 """
 from __future__ import annotations
 
@@ -37,40 +37,24 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_bench import robustness_tables
+from electra_bench import flops, robustness_tables
+from electra_bench.claims import GLUE, CellInfo, TableSpec, select_cells
 from electra_bench.registry import did_you_mean
 from electra_bench.results import (
-    CellInfo,
+    CellTaskStats,
     Verdict,
     aggregate,
     bootstrap_group_ci,
     cell_infos,
     glue_score,
     pretrain_summary,
-    select_cells,
 )
-
-GLUE = "GLUE"
-SPEC_KEYS = ("title", "columns", "glue_tasks", "rows", "extra", "spread", "digits", "reference",
-             "reference_name", "claims", "controls", "plots")
-_SPEC_DEFAULTS = {"title": "Results", "columns": None, "glue_tasks": None, "rows": None, "extra": [],
-                  "spread": "sd", "digits": 1, "reference": {}, "reference_name": "paper", "claims": [], "controls": [],
-                  "plots": []}
+from electra_bench.schema import PlotConfig
 
 
-def resolve_spec(spec: Mapping, records: Sequence[dict]) -> dict:
-    """The spec with defaults filled in (None counts as absent); unknown keys or a bad `spread` raise ValueError."""
-    for key in spec:
-        if key not in SPEC_KEYS:
-            raise ValueError(f"table spec: unknown key '{key}'{did_you_mean(key, SPEC_KEYS)}; known: {SPEC_KEYS}")
-    out = {**_SPEC_DEFAULTS, **{k: v for k, v in spec.items() if v is not None}}
-    if out["columns"] is None:
-        out["columns"] = sorted({r["task"] for r in records if r["unit"] == "finetune"})
-    if out["glue_tasks"] is None:
-        out["glue_tasks"] = list(out["columns"])
-    if out["spread"] not in ("sd", "ci"):
-        raise ValueError(f"table spec: spread must be 'sd' or 'ci', not {out['spread']!r}")
-    return out
+def as_spec(spec: TableSpec | Mapping, records: Sequence[dict]) -> TableSpec:
+    """A TableSpec (a mapping is read by TableSpec.from_mapping) with its columns resolved against the records."""
+    return (spec if isinstance(spec, TableSpec) else TableSpec.from_mapping(spec)).resolved(records)
 
 
 @dataclass
@@ -97,10 +81,34 @@ class Table:
     columns: list[str]
     entries: dict[tuple[str, str], Entry]
     reference_columns: list[str]  # columns with at least one reference number
-    spec: dict  # the resolved spec: formatting (digits, spread, reference_name) is read from it
+    spec: TableSpec  # the resolved spec: formatting (digits, spread, reference_name) is read from it
     notes: list[str] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     robustness: list = field(default_factory=list)  # robustness_tables.RobustBlock per task with robustness records
+    figures: list[Figure] = field(default_factory=list)  # one per spec plot
+
+
+@dataclass
+class Point:
+    """One x of a plot line: the median over seeds (a task: each kept seed beside it) or a GLUE score with its CI."""
+
+    x: float  # position on the axis (categorical axes: the tick index)
+    y: float
+    seeds: tuple[float, ...] = ()
+    ci: tuple[float, float] | None = None
+
+
+@dataclass
+class Figure:
+    """The data of one plot: a line per setting of the other axes, drawn by `draw_plot`."""
+
+    file: str
+    axis: str
+    ylabel: str
+    ticks: list[str]  # categorical axis: the tick labels; numeric axis: []
+    logx: bool
+    lines: list[tuple[str, list[Point]]]
+    bands: list[tuple[str, tuple[float, ...]]] = field(default_factory=list)  # (label, seeds): drawn as a band
 
 
 def _axis_sort_key(info: CellInfo) -> tuple:
@@ -129,80 +137,72 @@ def _ok(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def show_glue(glue_tasks: Sequence[str], reference: Mapping) -> bool:
-    """A GLUE column: with two or more GLUE tasks, or with one when the paper's GLUE numbers are to sit beside it
-    (a CPU-scale table scored on SST-2 alone; the table's header says which tasks the score averages)."""
-    return len(glue_tasks) >= 2 or (len(glue_tasks) == 1 and any(GLUE in ref for ref in reference.values()))
-
-
-def build_table(records: Sequence[dict], spec: Mapping, verdicts: Sequence[Verdict] = ()) -> Table:
-    """Aggregate records into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
+def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Sequence[Verdict] = ()) -> Table:
+    """Aggregate records once into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
     claims judged by verdicts.judge, printed as they are."""
-    spec = resolve_spec(spec, records)
-    infos, stats = cell_infos(records), aggregate(records)
+    spec = as_spec(spec, records)
+    infos, stats, pre = cell_infos(records), aggregate(records), pretrain_summary(records)
     by = {(s.cell, s.task): s for s in stats}
-    cells = _row_cells(infos, spec["rows"])
-    glue_tasks = list(spec["glue_tasks"])
-    columns = list(spec["columns"]) + ([GLUE] if show_glue(glue_tasks, spec["reference"]) else []) + list(spec["extra"])
+    cells = _row_cells(infos, spec.rows)
+    glue_tasks = list(spec.glue_tasks)
+    columns = spec.shown_columns
     names = [infos[c].name for c in cells]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ValueError(f"table: several cells share the row name(s) {dupes}; give them distinct labels")
-    unknown_cols = sorted({col for ref in spec["reference"].values() for col in ref if col not in columns})
+    unknown_cols = sorted({col for ref in spec.reference.values() for col in ref if col not in columns})
     if unknown_cols:
         raise ValueError(f"table spec: reference names column(s) {unknown_cols} that are not in {columns}")
     # Paper rows we have no records for still appear, so a typo in a reference label is visible, not dropped.
-    rows = names + [r for r in spec["reference"] if r not in names]
-    table = Table(spec["title"], rows, columns, {},
-                  [c for c in columns if any(c in v for v in spec["reference"].values())], spec)
-    glue, pre = glue_score(stats, glue_tasks), pretrain_summary(records)
+    rows = names + [r for r in spec.reference if r not in names]
+    table = Table(spec.title, rows, columns, {},
+                  [c for c in columns if any(c in v for v in spec.reference.values())], spec)
+    glue = glue_score(stats, glue_tasks)
     for cell, name in zip(cells, names):
-        for task in spec["columns"]:
+        for task in spec.columns:
             if (s := by.get((cell, task))) is not None:
                 table.entries[(name, task)] = Entry(s.median if s.n else None, s.sd, (s.ci_low, s.ci_high), s.n,
                                                     s.n_pretrain, s.n_degenerate, s.n_diverged)
         if GLUE in columns and cell in glue:
             groups = [by[(cell, t)].values for t in glue_tasks] if glue[cell].value is not None else []
             table.entries[(name, GLUE)] = Entry(glue[cell].value, ci=bootstrap_group_ci(groups))
-        for col in spec["extra"]:
+        for col in spec.extra:
             table.entries[(name, col)] = Entry(pre.get(cell, {}).get(col))
-    for row, ref in spec["reference"].items():
+    for row, ref in spec.reference.items():
         for col, value in ref.items():
             table.entries.setdefault((row, col), Entry(None)).reference = float(value)
-    for task in spec["columns"]:
+    for task in spec.columns:
         directions = {s.higher_is_better for (c, t), s in by.items() if t == task}
         if len(directions) > 1:
             raise ValueError(f"table: records of task '{task}' disagree on higher_is_better")
-        _mark_best(table, task, directions.pop() if directions else True, spec["digits"])
+        _mark_best(table, task, directions.pop() if directions else True, spec.digits)
     if GLUE in columns:
-        _mark_best(table, GLUE, True, spec["digits"])
+        _mark_best(table, GLUE, True, spec.digits)
     table.notes = _notes(records, stats, spec, columns)
     table.verdicts = list(verdicts)
-    table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec["columns"])
+    table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec.columns)
+    table.figures = [figure(infos, by, pre, p, glue_tasks) for p in spec.plots]
     return table
 
 
-FLOPS_CONVENTIONS = {"official": "embedding lookups as dense matmuls, as GR's flops_computation.py",
-                     "compute": "embedding lookups as gathers"}  # schema pretrain.flops_convention, flops.py
-
-
-def _notes(records: Sequence[dict], stats: list, spec: dict, columns: list[str]) -> list[str]:
+def _notes(records: Sequence[dict], stats: list, spec: TableSpec, columns: list[str]) -> list[str]:
     suites = sorted({r["suite"] for r in records})
     versions = sorted({str(r["code_version"]) for r in records})
-    spread = "sd" if spec["spread"] == "sd" else "[bootstrap 95% CI of the median]"
+    spread = "sd" if spec.spread == "sd" else "[bootstrap 95% CI of the median]"
     notes = [f"Suite: {', '.join(suites) or '-'}; code version: {', '.join(versions) or '-'}.",
-             f"Task cells: median {'± ' if spec['spread'] == 'sd' else ''}{spread} of the headline metric over "
+             f"Task cells: median {'± ' if spec.spread == 'sd' else ''}{spread} of the headline metric over "
              "fine-tuning seeds (n kept runs); best per column in bold."]
     if GLUE in columns:
-        notes.append(f"GLUE: mean of the task medians over {', '.join(spec['glue_tasks'])}.")
+        notes.append(f"GLUE: mean of the task medians over {', '.join(spec.glue_tasks)}.")
     if any(s.n_degenerate or s.n_diverged for s in stats):
         notes.append("Runs flagged degenerate (one predicted class) or diverged are excluded and counted in the cell.")
     if superseded := sum(s.n_superseded for s in stats):
         notes.append(f"{superseded} older record(s) of re-run seeds superseded by newer ones.")
-    if conventions := sorted({r.get("flops_convention", "official") for r in records if r["unit"] == "pretrain"}):
-        notes.append("FLOPs convention of the budgets and train_flops: "
-                     + "; ".join(f"{c} ({FLOPS_CONVENTIONS[c]})" for c in conventions) + ".")
-    if spec["reference"]:
-        notes.append(f"'({spec['reference_name']})' columns: reference numbers from the table spec, beside ours.")
+    # records written before the field existed carry none: they name no convention rather than guess one
+    if conventions := sorted({r["flops_convention"] for r in records if r.get("flops_convention")}):
+        named = "; ".join(flops.CONVENTION_NAMES.get(c, c) for c in conventions)
+        notes.append(f"Train FLOPs (and equal-compute budgets) counted under the FLOPs convention: {named}.")
+    if spec.reference:
+        notes.append(f"'({spec.reference_name})' columns: reference numbers from the table spec, beside ours.")
     return notes
 
 
@@ -216,18 +216,18 @@ def _fmt_extra(column: str, x: float) -> str:
     return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # RTD metrics (recall, AUC, accuracy) are fractions
 
 
-def _fmt_entry(e: Entry | None, column: str, spec: dict, bold: tuple[str, str]) -> str:
+def _fmt_entry(e: Entry | None, column: str, spec: TableSpec, bold: tuple[str, str]) -> str:
     if e is None or not _ok(e.value):
         return "–" if e is None or not (e.n_degenerate or e.n_diverged) else f"– ({_flag_text(e)})"
-    d = spec["digits"]
+    d = spec.digits
     if e.n is None and column != GLUE:
         return _fmt_extra(column, e.value)
     value = f"{e.value:.{d}f}"
     value = f"{bold[0]}{value}{bold[1]}" if e.best else value
-    ci = f" [{e.ci[0]:.{d}f}, {e.ci[1]:.{d}f}]" if spec["spread"] == "ci" and _ok(e.ci[0]) else ""
+    ci = f" [{e.ci[0]:.{d}f}, {e.ci[1]:.{d}f}]" if spec.spread == "ci" and _ok(e.ci[0]) else ""
     if e.n is None:  # GLUE score: no sd (its seeds are not runs), but its bootstrap CI in "ci" mode
         return value + ci
-    spread = ci if spec["spread"] == "ci" else f" ± {e.sd:.{d}f}" if _ok(e.sd) else ""
+    spread = ci if spec.spread == "ci" else f" ± {e.sd:.{d}f}" if _ok(e.sd) else ""
     flags = f"; {_flag_text(e)}" if e.n_degenerate or e.n_diverged else ""
     runs = f"{e.n} over {e.n_pretrain} pre-trainings" if e.n_pretrain > 1 else f"{e.n}"
     return f"{value}{spread} ({runs}{flags})"
@@ -242,7 +242,7 @@ def _grid(table: Table, bold: tuple[str, str]) -> tuple[list[str], list[list[str
     """Header and body cells shared by markdown and LaTeX; reference columns follow their own column."""
     spec = table.spec
     header, body = ["row"], [[r] for r in table.rows]
-    d, ref_name = spec["digits"], spec["reference_name"]
+    d, ref_name = spec.digits, spec.reference_name
     for col in table.columns:
         header.append(col)
         for row, cells in zip(table.rows, body):
@@ -260,7 +260,7 @@ def render_markdown(table: Table) -> str:
     lines = [f"# {table.title}", "", *[f"- {n}" for n in table.notes], "",
              "| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-    lines += robustness_tables.render_markdown(table.robustness, table.spec["digits"])
+    lines += robustness_tables.render_markdown(table.robustness, table.spec.digits)
     if table.verdicts:
         lines += ["", "## Verdicts", "", *[render_verdict(v) for v in table.verdicts]]
     return "\n".join(lines) + "\n"
@@ -316,9 +316,8 @@ def render_csv(table: Table) -> str:
 
 # ------------------------------------------------------------------------------------------------------ plots
 
-def _x_values(records: Sequence[dict], infos: Mapping[str, CellInfo], axis: str) -> dict[str, object]:
+def _x_values(infos: Mapping[str, CellInfo], pre: Mapping[str, dict], axis: str) -> dict[str, object]:
     """x per cell: the axis value, or a pretrain figure ("train_flops", "params") for equal-compute plots."""
-    pre = pretrain_summary(records)
     xs = {c: i.axes[axis] if axis in i.axes else pre.get(c, {}).get(axis) for c, i in infos.items()}
     xs = {c: x for c, x in xs.items() if x is not None}
     if not xs:
@@ -327,56 +326,99 @@ def _x_values(records: Sequence[dict], infos: Mapping[str, CellInfo], axis: str)
     return xs
 
 
-def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, out_png: str | Path, *,
-                        glue_tasks: Sequence[str] | None = None, logx: bool | None = None) -> Path:
-    """PNG of `metric` (a task's headline, or "glue") against an axis, one line per setting of the other axes.
+def figure(infos: Mapping[str, CellInfo], stats: Mapping[tuple[str, str], CellTaskStats], pre: Mapping[str, dict],
+           plot: PlotConfig, glue_tasks: Sequence[str]) -> Figure:
+    """The data of `plot` (a task's headline, or "glue", against an axis), one line per setting of the other axes.
 
     A task shows every kept seed as a faint point and the median as the line (the paper's statistic); "glue"
     shows the GLUE score with bootstrap 95% CI error bars, since seed k of two tasks are unrelated runs.
-    `logx` defaults to on for train_flops/params. Uses the Agg canvas directly (no pyplot global state).
-    """
-    from matplotlib.figure import Figure  # imported here: tables render without matplotlib until a plot is asked
-
+    `logx` defaults to on for train_flops/params."""
+    axis, metric = plot.axis, plot.metric
+    if axis == PRETRAIN_TOKENS:
+        return _tokens_figure(infos, stats, pre, plot)
     if metric == "glue" and not glue_tasks:
         raise ValueError("plot: metric 'glue' needs glue_tasks")
-    infos, stats = cell_infos(records), {(s.cell, s.task): s for s in aggregate(records)}
     if metric != "glue" and not any(t == metric for _, t in stats):
         raise ValueError(f"plot: no records of task '{metric}'{did_you_mean(metric, sorted({t for _, t in stats}))}")
-    xs = _x_values(records, infos, axis_path)
+    xs = _x_values(infos, pre, axis)
     categorical = any(isinstance(x, (bool, str)) for x in xs.values())
     ticks = sorted({str(x) for x in xs.values()}) if categorical else []
     pos = (lambda x: ticks.index(str(x))) if categorical else float  # noqa: E731
     series: dict[str, list[str]] = {}
     for c in sorted(xs, key=lambda c: (_axis_sort_key(infos[c]), pos(xs[c]))):
-        rest = ", ".join(f"{k}={v}" for k, v in sorted(infos[c].axes.items()) if k != axis_path)
+        rest = ", ".join(f"{k}={v}" for k, v in sorted(infos[c].axes.items()) if k != axis)
         series.setdefault(rest, []).append(c)
-    fig = Figure(figsize=(5.5, 3.8))
-    ax = fig.add_subplot()
+    lines = []
     for label, cells in series.items():
-        line_x, line_y = [], []
+        points = []
         for c in sorted(cells, key=lambda c: pos(xs[c])):
             if metric == "glue":
                 groups = [stats[(c, t)].values for t in glue_tasks if (c, t) in stats and stats[(c, t)].n]
-                if len(groups) < len(glue_tasks):
-                    continue
-                y, (lo, hi) = float(np.mean([np.median(g) for g in groups])), bootstrap_group_ci(groups)
-                ax.errorbar([pos(xs[c])], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor="gray", capsize=3)
+                if len(groups) == len(glue_tasks):
+                    points.append(Point(pos(xs[c]), float(np.mean([np.median(g) for g in groups])),
+                                        ci=bootstrap_group_ci(groups)))
             elif (s := stats.get((c, metric))) is not None and s.n:
-                ax.scatter([pos(xs[c])] * s.n, s.values, s=12, alpha=0.35, color="gray")
-                y = s.median
-            else:
-                continue
-            line_x.append(pos(xs[c]))
-            line_y.append(y)
-        ax.plot(line_x, line_y, marker="o", label=label or None)
-    if categorical:
-        ax.set_xticks(range(len(ticks)), ticks)
-    if logx if logx is not None else axis_path in ("train_flops", "params"):
-        ax.set_xscale("log")
-    ax.set_xlabel(axis_path)
+                points.append(Point(pos(xs[c]), s.median, seeds=s.values))
+        lines.append((label, points))
     headline = {s.metric for (_, t), s in stats.items() if t == metric}
-    ax.set_ylabel("GLUE score" if metric == "glue" else f"{metric} {'/'.join(sorted(headline))} (median over seeds)")
-    if any(series):
+    ylabel = "GLUE score" if metric == "glue" else f"{metric} {'/'.join(sorted(headline))} (median over seeds)"
+    return Figure(plot.file or f"{metric}_vs_{axis}.png".replace("/", "_"), axis, ylabel, ticks,
+                  plot.logx if plot.logx is not None else axis in ("train_flops", "params"), lines)
+
+
+PRETRAIN_TOKENS = "pretrain_tokens"  # plot axis: tokens seen by the checkpoint a cell fine-tunes (budget curves)
+
+
+def _tokens_figure(infos: Mapping[str, CellInfo], stats: Mapping[tuple[str, str], CellTaskStats],
+                   pre: Mapping[str, dict], plot: PlotConfig) -> Figure:
+    """A budget curve: a task's headline (median over seeds, seeds as points) against the pre-training tokens of
+    the checkpoint each cell fine-tunes (`train_tokens` of its pre-training x its `finetune.checkpoint` axis value),
+    one line per row label (the label without its axis values); cells without a pre-training (random init) are a
+    band spanning their seeds' scores. The checkpoint must be a suite axis (a cell `set` is not in the records)."""
+    metric = plot.metric
+    if not any(t == metric for _, t in stats):
+        raise ValueError(f"plot: no records of task '{metric}'{did_you_mean(metric, sorted({t for _, t in stats}))}")
+    lines: dict[str, list[Point]] = {}
+    bands = []
+    for c, info in infos.items():
+        if (s := stats.get((c, metric))) is None or not s.n:
+            continue
+        name = info.name.rsplit(" (", 1)[0] if info.axes and info.name.endswith(")") else info.name
+        if "train_tokens" not in pre.get(c, {}):
+            bands.append((name, tuple(s.values)))
+            continue
+        x = pre[c]["train_tokens"] * float(info.axes.get("finetune.checkpoint", 1.0))
+        lines.setdefault(name, []).append(Point(x, s.median, seeds=tuple(s.values)))
+    headline = {s.metric for (_, t), s in stats.items() if t == metric}
+    return Figure(plot.file or f"{metric}_vs_{PRETRAIN_TOKENS}.png", "pre-training tokens",
+                  f"{metric} {'/'.join(sorted(headline))} (median over seeds)", [],
+                  plot.logx if plot.logx is not None else True,
+                  [(k, sorted(v, key=lambda p: p.x)) for k, v in sorted(lines.items())], sorted(bands))
+
+
+def draw_plot(fig_data: Figure, out_png: str | Path) -> Path:
+    """PNG of a Figure. Uses the Agg canvas directly (no pyplot global state)."""
+    from matplotlib.figure import Figure as MplFigure  # imported here: tables render without matplotlib until a plot
+
+    fig = MplFigure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    for label, points in fig_data.lines:
+        for p in points:
+            if p.ci is not None:
+                ax.errorbar([p.x], [p.y], yerr=[[p.y - p.ci[0]], [p.ci[1] - p.y]], fmt="none", ecolor="gray", capsize=3)
+            else:
+                ax.scatter([p.x] * len(p.seeds), p.seeds, s=12, alpha=0.35, color="gray")
+        ax.plot([p.x for p in points], [p.y for p in points], marker="o", label=label or None)
+    for label, seeds in fig_data.bands:  # e.g. random init: the span of its seeds, its median dashed
+        ax.axhspan(min(seeds), max(seeds), alpha=0.15, color="gray", label=f"{label} (seed range)")
+        ax.axhline(float(np.median(seeds)), color="gray", ls="--", lw=1)
+    if fig_data.ticks:
+        ax.set_xticks(range(len(fig_data.ticks)), fig_data.ticks)
+    if fig_data.logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(fig_data.axis)
+    ax.set_ylabel(fig_data.ylabel)
+    if any(label for label, _ in fig_data.lines) or fig_data.bands:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -385,13 +427,17 @@ def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, ou
     return out_png
 
 
-_PLOT_KEYS = ("axis", "metric", "file", "logx")
+def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, out_png: str | Path, *,
+                        glue_tasks: Sequence[str] | None = None, logx: bool | None = None) -> Path:
+    """One plot straight from records (figure + draw_plot), for scripts and notebooks."""
+    stats = {(s.cell, s.task): s for s in aggregate(records)}
+    plot = PlotConfig(axis=axis_path, metric=metric, logx=logx)
+    return draw_plot(figure(cell_infos(records), stats, pretrain_summary(records), plot, glue_tasks or []), out_png)
 
 
-def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path,
+def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str | Path,
                verdicts: Sequence[Verdict] = ()) -> list[Path]:
     """Write table.md (with `verdicts`), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
-    spec = resolve_spec(spec, records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = build_table(records, spec, verdicts)
@@ -400,12 +446,7 @@ def render_all(records: Sequence[dict], spec: Mapping, out_dir: str | Path,
                        ("table.csv", render_csv(table))):
         (out / name).write_text(text, encoding="utf-8", newline="\n")
         paths.append(out / name)
-    for p in spec["plots"]:
-        if bad := [k for k in p if k not in _PLOT_KEYS]:
-            raise ValueError(f"table spec: plot keys {bad} not in {_PLOT_KEYS}{did_you_mean(bad[0], _PLOT_KEYS)}")
-        file = p.get("file") or f"{p['metric']}_vs_{p['axis']}.png".replace("/", "_")
-        paths.append(plot_metric_vs_axis(records, p["axis"], p["metric"], out / file,
-                                         glue_tasks=spec["glue_tasks"], logx=p.get("logx")))
+    paths += [draw_plot(f, out / f.file) for f in table.figures]
     if table.robustness:
         paths.append(robustness_tables.plot(table.robustness, out / "robustness.png"))
     return paths

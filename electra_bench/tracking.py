@@ -8,8 +8,9 @@ a re-run reuses the run with that key instead of creating a duplicate. Finding-o
 MLflow, so each key has one creator at a time: `run` holds the suite's lock, and workers (worker.py) create a run
 only while holding the lease of the unit (or setup) it belongs to.
 
-The tracking URI is always explicit: an embedded SQLite store under the work dir by default, or a server URL.
-URLs are logged with credentials masked.
+The interface is written once, as the `Tracker` and `Run` protocols below; `NullTracker` (tracking off, tests)
+and `MlflowTracker` implement them, and `make_tracker` picks one. The tracking URI is always explicit: an embedded
+SQLite store under the work dir by default, or a server URL. URLs are logged with credentials masked.
 """
 from __future__ import annotations
 
@@ -18,11 +19,49 @@ import re
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from .config import ConfigError
+from .suite import code_version
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
+
+
+@runtime_checkable
+class Run(Protocol):
+    """One tracked run (suite, cell, unit or trial). `id` is None when nothing is stored (NullRun). Logging is
+    idempotent where MLflow allows it: params already set are not sent again; metrics are appended at `step`."""
+
+    id: str | None
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
+    def log_params(self, params: dict[str, Any]) -> None: ...  # dotted config paths -> values (truncated to fit)
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
+    def log_text(self, text: str, name: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...  # training / evaluation
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Where runs go; the runner, search and workers are handed one (`make_tracker`) and never import mlflow.
+
+    `run(name, key, stage, parent, tags)` opens the run whose tag `run_key` is `key` (re-opening it when that key ran
+    before, so a re-run never duplicates), nested under `parent`, tagged with `stage` (suite / cell / pretrain /
+    finetune / trial) and `tags`; it is FINISHED when the block exits, FAILED (KILLED on Ctrl-C) when it raises.
+    One process creates a given key at a time (module docstring). `finished(key)`: a FINISHED run with that key
+    exists. `handle(run_id)`: an existing run by id (a worker logging under a run another process made).
+    `mark_lost(key, reason)`: a RUNNING run whose worker died becomes KILLED with the reason."""
+
+    uri: str | None
+
+    def run(self, name: str, key: str, stage: str, parent: Run | None = None,
+            tags: dict | None = None) -> AbstractContextManager[Run]: ...
+    def finished(self, key: str) -> bool: ...
+    def handle(self, run_id: str | None) -> Run: ...
+    def mark_lost(self, key: str, reason: str) -> None: ...
 
 
 def mask_credentials(url: str) -> str:
@@ -30,18 +69,9 @@ def mask_credentials(url: str) -> str:
     return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", url)
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 class NullRun:
+    """A Run that stores nothing."""
+
     id = None
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -125,8 +155,6 @@ class MlflowTracker:
         warnings.filterwarnings("ignore", module="sqlalchemy")
         from mlflow.tracking import MlflowClient
 
-        from .suite import code_version
-
         self.uri = uri
         self.code_version = code_version()
         self.client = MlflowClient(tracking_uri=uri)
@@ -191,7 +219,7 @@ def _interrupted() -> bool:
     return isinstance(sys.exc_info()[1], KeyboardInterrupt)
 
 
-def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path):
+def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path) -> Tracker:
     """The suite's tracker; default store: sqlite:///<work_dir>/mlflow.db with artifacts beside it."""
     if not enabled:
         return NullTracker()
@@ -202,8 +230,6 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
         with _store_lock(work_dir, uri.startswith("sqlite")):
             return MlflowTracker(uri, experiment, artifacts)
     except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked
-        from .config import ConfigError
-
         raise ConfigError(f"cannot open the MLflow tracking store {mask_credentials(uri)}: "
                           f"{type(exc).__name__}: {mask_credentials(str(exc).splitlines()[0])[:300]}", None, None,
                           "tracking.uri") from None

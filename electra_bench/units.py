@@ -14,10 +14,12 @@ import torch
 
 from . import corpus as corpus_mod
 from . import flops
-from .build import build_objective, disc_dims
+from .build import build_objective, disc_dims, electra_config
+from .finetune import FinetuneSettings, finetune
 from .model.algorithms import ALGORITHMS
+from .model.heads import EncoderWithHead, load_encoder
 from .model.objectives import Vocab
-from .pretrain import PretrainSettings, pretrain
+from .pretrain import PretrainSettings, pretrain, save_generator
 from .schema import RunConfig
 from .sizes import generator_dims
 from .tokenizer import file_digest, load_tokenizer, train_wordpiece
@@ -146,15 +148,15 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
     metrics = pretrain(algorithm, train, held, settings, out_dir, tokenizer, log, env.show_progress)
     params = sum(p.numel() for p in objective.encoder().parameters())
     by_convention = {f"train_flops_{c}": flops_per_step(run, vocab.size, c) * steps for c in flops.CONVENTIONS}
-    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps, **by_convention}
+    tokens = steps * run.pretrain.batch_size * run.corpus.max_seq_length  # token slots (packed blocks: ~no padding)
+    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps, "train_tokens": tokens,
+            **by_convention}
 
 
 
 def export_generator(run: RunConfig, out_dir: Path, checkpoint: Path) -> None:
     """Save the generator of a finished pre-training made before generators were saved, from its final state."""
     from transformers import AutoTokenizer
-
-    from .pretrain import save_generator
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     objective = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
@@ -163,8 +165,6 @@ def export_generator(run: RunConfig, out_dir: Path, checkpoint: Path) -> None:
 
 
 def finetune_settings(run: RunConfig, spec, seed: int, device: str):
-    from .finetune import FinetuneSettings
-
     ft = run.finetune
     return FinetuneSettings(
         lr=ft.lr, layerwise_decay=ft.layerwise_lr_decay, official_layer_decay=ft.official_layer_decay,
@@ -180,17 +180,16 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
     `robustness` (robustness.RobustSettings): also score perturbed dev sets."""
     from transformers import AutoTokenizer
 
-    from .build import electra_config
-    from .finetune import finetune
-    from .model.heads import EncoderWithHead, load_encoder
 
+    ft = run.finetune
     if encoder_source is None:
         tokenizer, _ = get_tokenizer(run, env)
         cfg = electra_config(disc_dims(run.model), len(tokenizer), run.model)
     else:
         tokenizer, cfg = AutoTokenizer.from_pretrained(encoder_source), None
     torch.manual_seed(seed)  # head (and, for random init, encoder) initialisation depends on the seed
-    encoder = load_encoder(encoder_source, cfg, run.finetune.dropout, run.finetune.attention_dropout)
+    # fine-tuning dropout (finetune.dropout), not the pre-training one the encoder was saved with
+    encoder = load_encoder(encoder_source, cfg, dropout=ft.dropout, attention_dropout=ft.attention_dropout)
     n_out = 1 if spec.kind == "regression" else len(spec.labels)
     model = EncoderWithHead(encoder, n_out, per_token=spec.kind == "tagging", head=run.finetune.head)
     settings = finetune_settings(run, spec, seed, resolve_device(run.finetune.device))

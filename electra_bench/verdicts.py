@@ -1,6 +1,6 @@
 """Verdicts on a suite's claims, from its records alone, and the claims of several suites as one table.
 
-A claim is pairwise (`better`, `worse`) or `best_among` / `expected` (tables.py lists the keys). Each compared pair of
+A claim is pairwise (`better`, `worse`) or `best_among` / `expected` (claims.py lists the keys). Each compared pair of
 cells gets the Multi-Bootstrap of its difference of means (stats.py: pretraining seeds, then fine-tuning seeds,
 paired when both cells share their seeds; for metric "glue" the mean over the GLUE tasks, each task resampled on
 its own) and one of four verdicts, decided in this order:
@@ -28,22 +28,12 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .claims import BEST_KEYS, GLUE, PAIR_KEYS, TableSpec, select_cells
 from .config import load_suite
 from .registry import did_you_mean
-from .results import (
-    _BEST_KEYS,
-    _PAIR_KEYS,
-    Verdict,
-    aggregate,
-    cell_infos,
-    metric_view,
-    pretrain_seed,
-    read_records,
-    select_cells,
-)
+from .results import Verdict, aggregate, cell_infos, metric_view, pretrain_seed, read_records
 from .stats import Difference, Grid, estimate, grid, multi_bootstrap
-from .suite import Plan
-from .tables import GLUE, resolve_spec
+from .tables import as_spec
 
 MIN_RUNS = 3  # fewer kept runs of a cell on a task leave no interval worth the name
 # The fewest pretraining seeds per pre-trained cell for a decisive verdict: the smallest design whose false-verdict
@@ -191,11 +181,11 @@ def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks:
     out = []
     for claim in claims:
         keys = set(claim) - {"task"}
-        best_form = keys in (_BEST_KEYS, _BEST_KEYS - {"metric"})
-        form = _pairwise if keys == _PAIR_KEYS else _best_among if best_form else None
+        best_form = keys in (BEST_KEYS, BEST_KEYS - {"metric"})
+        form = _pairwise if keys == PAIR_KEYS else _best_among if best_form else None
         if form is None:
             raise ValueError(f"claim {claim.get('name', claim)!r}: keys {sorted(keys)} are neither "
-                             f"{sorted(_PAIR_KEYS)} nor {sorted(_BEST_KEYS)} (either with an optional 'task')")
+                             f"{sorted(PAIR_KEYS)} nor {sorted(BEST_KEYS)} (either with an optional 'task')")
         metric = claim.get("metric", "glue")
         if "task" in claim:  # a recorded metric of one task, judged as its headline would be
             view = metric_view(records, metric, claim["task"])
@@ -207,12 +197,12 @@ def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks:
     return out
 
 
-def judge(records: Sequence[dict], spec: Mapping) -> list[Verdict]:
+def judge(records: Sequence[dict], spec: TableSpec | Mapping) -> list[Verdict]:
     """The verdicts of a table spec's claims (its GLUE tasks and random-init `controls`), for tables.render_all."""
-    spec = resolve_spec(spec, records)
-    if not spec["claims"]:
+    spec = as_spec(spec, records)
+    if not spec.claims:
         return []
-    return evaluate_claims(records, spec["claims"], spec["glue_tasks"], spec["controls"])
+    return evaluate_claims(records, spec.claims, spec.glue_tasks, spec.controls)
 
 
 # ------------------------------------------------------------------------------------ the claims of several suites
@@ -223,8 +213,6 @@ HEADER = ["suite", "claim", "metric", "paper", "ours: better − worse [95% CI]"
 def claim_rows(suite_files: list[Path], repo: Path) -> list[list[str]]:
     """One row per claim of each suite: the paper's numbers, our difference of means with its Multi-Bootstrap
     interval, the design's minimum detectable effect and the verdict, from the committed records alone."""
-    from .runner import table_spec  # the suite -> table spec translation (issue #16 moves it below this floor)
-
     rows = []
     for path in suite_files:
         suite = load_suite(path)
@@ -232,7 +220,7 @@ def claim_rows(suite_files: list[Path], repo: Path) -> list[list[str]]:
             continue
         folder = repo / suite.config.results_dir / suite.config.name
         records = read_records(folder / "records.jsonl") if (folder / "records.jsonl").exists() else []
-        verdicts = judge(records, table_spec(Plan(suite, repo))) if records else []
+        verdicts = judge(records, suite.table_spec) if records else []
         link = f"[{suite.config.name}]({Path(suite.config.results_dir) / suite.config.name / 'table.md'})"
         ref = suite.config.table.reference
         for claim, v in zip(suite.config.table.claims, verdicts or [None] * len(suite.config.table.claims)):

@@ -33,8 +33,9 @@ from optuna.trial import TrialState
 from . import results as results_mod
 from .config import ConfigError
 from .leases import ONCE, QUEUE, LeaseTimes, Queue, log, open_storage, worker_id
-from .runner import _log_cell_summary, _run_unit, _suite_lock, cell_run_of, render, suite_run_of
-from .suite import Plan, Unit, failure_reason, needs_pretraining, read_records_safe, upstream_of
+from .runner import cell_run_of, log_cell_summary, render, run_unit, suite_lock, suite_run_of
+from .search import Shared, run_search
+from .suite import Plan, Unit, failure_reason, read_records_safe, upstream_of
 from .tracking import make_tracker, mask_credentials
 
 # --------------------------------------------------------------------------------------------- the worker loop
@@ -43,7 +44,7 @@ from .tracking import make_tracker, mask_credentials
 def run_worker(plan: Plan, storage_url: str | None, times: LeaseTimes = LeaseTimes(), poll_s: float = 2.0,
                show_progress: bool = False) -> list[Unit]:
     """Claim and run this suite's units until none is left to run; returns the units failed or blocked."""
-    from .units import Env
+    from .units import Env  # deferred: torch, loaded only when a unit is claimed
 
     cfg = plan.suite.config
     storage, lease = open_storage(storage_url, plan.work_dir, times)
@@ -56,7 +57,7 @@ def run_worker(plan: Plan, storage_url: str | None, times: LeaseTimes = LeaseTim
     log(f"worker {worker_id()}: suite {cfg.name}, queue {QUEUE.format(cfg.name)} in {where}")
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     deps = Deps(plan)
-    with _suite_lock(plan.work_dir / "run.lock", shared=True):
+    with suite_lock(plan.work_dir / "run.lock", shared=True):
         _enqueue_setup(queue, plan)
         _drain(queue, deps, lambda t: _run_trial(t, queue, plan, env, tracker), poll_s)
     collect(plan, queue)
@@ -69,7 +70,7 @@ class Deps:
 
     def __init__(self, plan: Plan):
         self.upstream = {u.key: upstream_of(u.cell.config, plan.data_root)
-                         if u.kind == "finetune" and needs_pretraining(u.cell.config) else None for u in plan.units}
+                         if u.kind == "finetune" and u.cell.config.needs_pretraining else None for u in plan.units}
         self.local = {r["run_key"] for r in read_records_safe(plan.records_path)}
         self._done: tuple[list, set[str]] = ([], set())
 
@@ -176,7 +177,7 @@ def _run_unit_trial(trial, queue: Queue, plan: Plan, env, tracker) -> None:
         queue.finish(trial, TrialState.COMPLETE, record.get("wall_s", 0.0), record=record)
         results_mod.append_record(plan.records_path, record, if_absent=True)
 
-    if not _run_unit(plan, unit, env, tracker, tracker.handle(trial.user_attrs.get("cell_run")), commit):
+    if not run_unit(plan, unit, env, tracker, tracker.handle(trial.user_attrs.get("cell_run")), commit):
         queue.give_up(trial, TrialState.FAIL, error=unit.reason[:5000])
 
 
@@ -209,7 +210,7 @@ def _finalize(trial, queue: Queue, plan: Plan, tracker) -> dict:
     for cell in plan.cells:
         run_id = trial.user_attrs.get("cell_runs", {}).get(cell.run_label)
         if run_id:
-            _log_cell_summary(plan, cell, tracker.handle(run_id))
+            log_cell_summary(plan, cell, tracker.handle(run_id))
     suite_run = tracker.handle(trial.user_attrs.get("suite_run"))
     paths = render(plan)
     for path in paths:
@@ -257,8 +258,6 @@ def _unfinished(plan: Plan, queue: Queue, deps: Deps) -> list[Unit]:
 def run_search_worker(plan: Plan, storage_url: str | None, times: LeaseTimes = LeaseTimes(),
                       n_trials: int | None = None, show_progress: bool = False):
     """One worker of the suite's search study: setup (the MLflow study run, once), then Study.optimize."""
-    from .search import Shared, run_search
-
     cfg = plan.suite.config
     storage, lease = open_storage(storage_url or cfg.search.storage, plan.work_dir, times)
     queue = Queue(storage, lease, QUEUE.format(cfg.name))

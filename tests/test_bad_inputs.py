@@ -136,12 +136,12 @@ def sandbox(tmp_path, monkeypatch) -> Sandbox:
 
 
 @pytest.fixture(autouse=True)
-def _restore_task_registry():
-    """make_plan registers a suite's custom tasks in the global TASKS registry; undo that after each case."""
-    saved = dict(TASKS._items)
+def _task_registry_untouched():
+    """Loading and planning resolve a suite's custom tasks into the suite (config.Suite.tasks), never into the global
+    TASKS registry: every case, custom tasks included, leaves it as it was."""
+    before = {name: TASKS.get(name) for name in TASKS.names()}
     yield
-    TASKS._items.clear()
-    TASKS._items.update(saved)
+    assert {name: TASKS.get(name) for name in TASKS.names()} == before
 
 
 def run_cli(argv: list[str], capsys) -> Outcome:

@@ -1,4 +1,5 @@
-"""Every committed results/<suite>/table.md is what its records render to: nothing in results/ is edited by hand.
+"""Every committed results/<suite>/table.{md,tex,csv} is what its records render to, byte for byte: nothing in
+results/ is edited by hand.
 
 The suite file is found by name (results/<name>/ <-> suites/<name>.yaml)."""
 from __future__ import annotations
@@ -9,8 +10,6 @@ import pytest
 
 from electra_bench.config import load_suite
 from electra_bench.results import read_records
-from electra_bench.runner import table_spec
-from electra_bench.suite import Plan
 from electra_bench.tables import render_all
 from electra_bench.verdicts import judge
 
@@ -26,9 +25,11 @@ def test_committed_table_matches_its_records(folder, tmp_path):
     assert suite_file.exists(), f"no suite file for {folder}"
     suite = load_suite(suite_file)
     records = read_records(folder / "records.jsonl")
-    spec = table_spec(Plan(suite, REPO))
+    spec = suite.table_spec
     render_all(records, spec, tmp_path, judge(records, spec))
-    assert (tmp_path / "table.md").read_text() == (folder / "table.md").read_text()
+    for name in ("table.md", "table.tex", "table.csv"):
+        if (folder / name).exists():
+            assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
 
 
 BEGIN, END = "<!-- claims: electra-bench claims", "<!-- /claims -->"

@@ -347,23 +347,3 @@ def test_every_suite_file_validates(path):
         assert suite.cells, f"{path} resolves to no cells"
         assert len({c.label for c in suite.cells}) == len(suite.cells)
         assert suite.config.tasks, f"{path} ({scale}) has no tasks"
-
-
-@pytest.mark.skipif(not SUITES, reason="no suite files under suites/ yet")
-@pytest.mark.parametrize("path", SUITES, ids=lambda p: str(p.relative_to(REPO)))
-def test_temperature_2_survives_only_as_a_labelled_ablation(path):
-    """Issue 14: no scale or base samples the generator at another temperature than the paper's 1; a cell that
-    does names its temperature in its label (an ablation row, not a lever). The cpu scale counts FLOPs by compute,
-    the paper scale by the official convention."""
-    from electra_bench.config import _load_with_extends
-
-    scales = list(_load_with_extends(path)[0].get("scales") or {None: None})
-    for scale in scales:
-        suite = load_suite(path, scale=scale)
-        assert suite.config.base.pretrain.temperature == 1.0, f"{path} ({scale}): base temperature"
-        for cell in suite.cells:
-            t = cell.config.pretrain.temperature
-            assert t == 1.0 or f"T={t:g}" in cell.label, f"{path} ({scale}): cell {cell.label} samples at T={t}"
-        if scale in ("cpu", "paper"):
-            expected = {"cpu": "compute", "paper": "official"}[scale]
-            assert suite.config.base.pretrain.flops_convention == expected, f"{path} ({scale})"

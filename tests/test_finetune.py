@@ -57,25 +57,3 @@ def test_tracking_urls_are_masked():
 
     assert mask_credentials("postgresql://bench:s3cret@db:5432/mlflow") == "postgresql://bench:***@db:5432/mlflow"
     assert mask_credentials("sqlite:////work/mlflow.db") == "sqlite:////work/mlflow.db"
-
-
-def test_finetuning_dropout_is_its_own_not_the_pretraining_one(tmp_path):
-    """Issue 14: the cpu scale pre-trains without dropout; fine-tuning uses finetune.dropout (T7: 0.1) for a saved
-    pre-trained encoder and for random init alike, in the encoder and in the head."""
-    from conftest import tiny_model_config
-
-    from electra_bench.build import disc_dims, electra_config
-    from electra_bench.model.heads import EncoderWithHead, load_encoder
-    from electra_bench.schema import FinetuneConfig
-
-    cfg = electra_config(disc_dims(tiny_model_config()), 50, tiny_model_config())  # dropout 0.0 (pre-training)
-    load_encoder(None, cfg).save_pretrained(tmp_path / "enc")
-    ft = FinetuneConfig()
-    assert (ft.dropout, ft.attention_dropout) == (0.1, 0.1)
-    for source in (str(tmp_path / "enc"), None):
-        enc = load_encoder(source, cfg, ft.dropout, ft.attention_dropout)
-        assert (enc.config.hidden_dropout_prob, enc.config.attention_probs_dropout_prob) == (0.1, 0.1)
-        assert EncoderWithHead(enc, 2, per_token=False).dropout.p == 0.1
-        kept = load_encoder(source, cfg)  # None: the saved values
-        assert kept.config.hidden_dropout_prob == 0.0
-    assert cfg.hidden_dropout_prob == 0.0  # the caller's config is not changed

@@ -122,39 +122,3 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError):
         steps_for_budget(1e18, 0.0)
     assert steps_for_budget(10.0, 3.0) == 3
-
-
-# --- FLOPs conventions (issue 14) -------------------------------------------------------------------------------
-
-TINY_8K = EncoderDims.from_dims(PRESETS["tiny"], 8192)
-
-
-def test_compute_convention_drops_exactly_the_lookups():
-    """`compute` counts the token/position/segment lookups and the MLM target pick-out as gathers (0 FLOPs);
-    everything else (the embedding sum, LayerNorm, dropout, the logits matmul) is the same in both."""
-    e, v, s = TINY_8K.embedding, TINY_8K.vocab, 128
-    official = input_embedding_flops_per_token(TINY_8K, s)
-    assert official - input_embedding_flops_per_token(TINY_8K, s, "compute") == 2 * e * (v + s + 2)
-    assert mlm_head_flops_per_prediction(TINY_8K) - mlm_head_flops_per_prediction(TINY_8K, "compute") == 2 * v
-    assert block_flops_per_token(TINY_8K, s) > 0  # layers: no convention
-    assert encoder_flops_per_token(TINY_8K, s) - encoder_flops_per_token(TINY_8K, s, "compute") == 2 * e * (v + s + 2)
-
-
-@pytest.mark.parametrize("size,vocab,official,compute", [("tiny", 8192, 1.54, 1.10), ("small", 30522, 1.32, 1.08)])
-def test_bert_over_electra_steps_at_equal_flops_per_convention(size, vocab, official, compute):
-    """The ratios the schema comment and flops.py quote: at tiny size the official convention gives BERT 54% more
-    steps than ELECTRA (generator 1/4) at equal FLOPs, the compute-faithful one 10% (issue 14's audit: ~1.09)."""
-    disc = EncoderDims.from_dims(PRESETS[size], vocab)
-    gen = EncoderDims.from_dims(generator_dims(PRESETS[size], 0.25), vocab)
-    for convention, expected in (("official", official), ("compute", compute)):
-        ratio = (train_flops_per_step(disc, gen, "electra", 128, 32, convention=convention)
-                 / train_flops_per_step(disc, None, "mlm", 128, 32, convention=convention))
-        assert ratio == pytest.approx(expected, abs=0.005), convention
-
-
-def test_default_convention_is_official_and_unknown_raises():
-    gen = gen_of("small", 64)
-    assert train_flops_per_step(SMALL, gen, "electra", 128, 128) == train_flops_per_step(
-        SMALL, gen, "electra", 128, 128, convention="official")
-    with pytest.raises(ValueError, match="unknown FLOPs convention"):
-        train_flops_per_step(SMALL, gen, "electra", 128, 128, convention="gathers")

@@ -114,3 +114,17 @@ def test_glue_and_leaderboard_scores():
     assert leaderboard_score(per_task) == pytest.approx((0.85 + 0.8 + 0.5) / 3)
     with pytest.raises(ValueError):
         glue_score({})
+
+
+def test_every_record_metric_key_has_a_direction():
+    """Registered metrics, their values on other dev splits, and the derived robustness families (metrics.py)."""
+    from electra_bench.metrics import higher_is_better
+
+    assert higher_is_better("accuracy", False) and higher_is_better("accuracy@dev_mismatched", False)
+    assert higher_is_better("robust_auc/char_typo", True) and not higher_is_better("robust_auc/char_typo", False)
+    assert higher_is_better("robust/generator/0.1/mcc", True)
+    assert not higher_is_better("robust_drop/char_typo/0.1", True) and not higher_is_better("robust_rel_drop/all", True)
+    with pytest.raises(ValueError, match="did you mean 'robust_drop'"):
+        higher_is_better("robust_dorp/char_typo/0.1", True)
+    with pytest.raises(ValueError, match="not a registered metric or metric family"):
+        higher_is_better("robust_drop", True)  # a family needs its `/...` part

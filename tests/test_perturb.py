@@ -268,7 +268,8 @@ def test_summary_drops_and_auc_by_hand():
 
 
 def test_summary_of_a_lower_is_better_metric_counts_a_rise_as_a_drop():
-    from electra_bench.robustness import higher_is_better, summary
+    from electra_bench.metrics import higher_is_better
+    from electra_bench.robustness import summary
 
     out = summary({("char_typo", 0.5): 3.0}, 2.0, "loss", False)
     assert out["robust_drop/char_typo/0.5"] == 1.0 and out["robust_rel_drop/char_typo"] == 50.0

@@ -287,5 +287,7 @@ def test_robustness_claims_with_a_task():
     assert v.verdict == "contradicted"
     (v,) = evaluate_claims(recs, [{**claim, "metric": "robust_auc/char_typo"}])  # higher AUC is better
     assert v.verdict == "reproduced"
-    with pytest.raises(ValueError, match="not a robustness metric"):
-        evaluate_claims(recs, [{**claim, "metric": "accuracy"}])
+    # any recorded metric has a direction (metrics.higher_is_better): `task:` + the headline is the plain claim
+    (v,) = evaluate_claims(recs, [{**claim, "metric": "accuracy"}])
+    (plain,) = evaluate_claims(recs, [{"name": "x", "better": "ELECTRA", "worse": "BERT", "metric": "sst2"}])
+    assert (v.verdict, v.diff, v.ci_low) == (plain.verdict, plain.diff, plain.ci_low)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from electra_bench.config import _set_path
+from electra_bench.config import set_path
 from electra_bench.schema import RunConfig
 from electra_bench.suite import NON_SEMANTIC, PRETRAIN_SECTIONS, finetune_key, pretrain_key, upstream_of
 from electra_bench.tasks import TASKS
@@ -56,7 +56,7 @@ def mutate(base: dict, path: str, info) -> dict | None:
     for cand in candidates(value, info):
         if cand == value:
             continue
-        data = _set_path(base, tuple(path.split(".")), cand)
+        data = set_path(base, tuple(path.split(".")), cand)
         try:
             RunConfig.model_validate(data)
         except ValidationError:
@@ -70,16 +70,11 @@ ROOT = Path("/nonexistent-data-root")  # data identity of a missing root is cons
 FIELDS = leaf_paths(RunConfig)
 
 
-# Fields that only act together with another one: the key sees them where they act (suite._semantic).
-NEEDS = {"pretrain.flops_convention": ("pretrain", "budget_flops", 4e13)}
-
-
 @pytest.mark.parametrize("path,info", FIELDS, ids=[p for p, _ in FIELDS])
 def test_every_semantic_field_changes_the_key(path, info):
-    base = _set_path(BASE, NEEDS[path][:2], NEEDS[path][2]) if path in NEEDS else BASE
-    changed = mutate(base, path, info)
+    changed = mutate(BASE, path, info)
     assert changed is not None, f"no valid alternative value found for {path}: extend candidates()"
-    a, b = RunConfig.model_validate(base), RunConfig.model_validate(changed)
+    a, b = RunConfig.model_validate(BASE), RunConfig.model_validate(changed)
     spec = TASKS.get("sst2")
     if path.split(".")[0] in PRETRAIN_SECTIONS:
         differs = pretrain_key(a, ROOT) != pretrain_key(b, ROOT)
@@ -100,7 +95,7 @@ def test_finetune_key_depends_on_seed_task_and_upstream():
 
 def test_pretrain_key_ignores_finetune_section():
     a = RunConfig()
-    b = RunConfig.model_validate(_set_path(BASE, ("finetune", "lr"), 1e-3))
+    b = RunConfig.model_validate(set_path(BASE, ("finetune", "lr"), 1e-3))
     assert pretrain_key(a, ROOT) == pretrain_key(b, ROOT)
 
 
@@ -242,29 +237,3 @@ def test_gpu_options_enter_the_key_only_when_they_change_numerics(path, value, s
 def test_gpu_option_errors(pretrain, message):
     with pytest.raises(ValidationError, match=message):
         RunConfig.model_validate({"pretrain": pretrain})
-
-
-# --- issue 14: FLOPs convention and fine-tuning dropout --------------------------------------------------------------
-
-
-def test_flops_convention_enters_the_key_only_for_a_budget_away_from_official():
-    plain, compute = RunConfig(), RunConfig.model_validate({"pretrain": {"flops_convention": "compute"}})
-    assert pretrain_key(plain, ROOT) == pretrain_key(compute, ROOT) == PRETRAIN_GOLDEN[()]  # steps: no budget
-    budget = {"budget_flops": 4e13}
-    a = RunConfig.model_validate({"pretrain": budget})
-    b = RunConfig.model_validate({"pretrain": {**budget, "flops_convention": "compute"}})
-    c = RunConfig.model_validate({"pretrain": {**budget, "flops_convention": "official"}})
-    assert pretrain_key(a, ROOT) == pretrain_key(c, ROOT) != pretrain_key(b, ROOT)
-
-
-def test_finetune_dropout_is_keyed_only_where_it_differs_from_the_pretraining_one():
-    """Fine-tuning used model.dropout before it had its own fields: equal values keep the golden keys."""
-    spec = TASKS.get("sst2")
-    for (task, seed, upstream), key in GOLDEN.items():  # defaults: 0.1 both sides
-        assert finetune_key(RunConfig(), TASKS.get(task), seed, upstream) == key
-    cpu = RunConfig.model_validate({"model": {"dropout": 0.0, "attention_dropout": 0.0}})
-    cpu_before = RunConfig.model_validate({"model": {"dropout": 0.0, "attention_dropout": 0.0},
-                                           "finetune": {"dropout": 0.0, "attention_dropout": 0.0}})
-    assert finetune_key(cpu, spec, 0, "up") != finetune_key(cpu_before, spec, 0, "up")
-    # pre-training and fine-tuning dropout equal: the key of before (the model's dropout reaches it via upstream)
-    assert finetune_key(cpu_before, spec, 0, "up") == finetune_key(RunConfig(), spec, 0, "up")

@@ -7,6 +7,7 @@ To regenerate after an intended format change: `python tests/test_tables.py` and
 """
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from electra_bench.results import read_records
 from electra_bench.tables import build_table, plot_metric_vs_axis, render_all, render_csv, render_latex, render_markdown
+from electra_bench.tasks import TASKS
 from electra_bench.verdicts import judge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
@@ -132,3 +134,65 @@ def test_robustness_section_and_plot(tmp_path):
     paths = render_all(recs, {"columns": ["sst2", "cola"]}, tmp_path)
     assert paths[-1].name == "robustness.png" and paths[-1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Robustness" not in render_markdown(build_table(records(), SPEC))  # no robustness records
+
+
+def test_wnli_and_a_custom_tsv_task_are_not_averaged_into_glue(tmp_path):
+    """GLUE membership is TaskSpec.glue (the paper's eight, §3.1), not the file format: WNLI and a custom GLUE-format
+    TSV task listed in a suite get their own columns but stay out of the GLUE score and its claims."""
+    from electra_bench.config import load_suite
+
+    custom = {"name": "my_nli", "kind": "classification", "format": "glue_tsv", "path": "custom/nli",
+              "files": {"dev": "dev.tsv"}, "text_columns": ["a", "b"], "label_column": "y", "labels": ["no", "yes"],
+              "metrics": ["accuracy"], "headline": "accuracy"}
+    (tmp_path / "s.yaml").write_text(json.dumps({
+        "name": "glue_membership", "tasks": ["sst2", "rte", "wnli", "my_nli"], "custom_tasks": [custom],
+        "cells": [{"label": "A"}, {"label": "B"}]}))
+    suite = load_suite(tmp_path / "s.yaml")
+    spec = suite.table_spec
+    assert spec.glue_tasks == ("sst2", "rte") and spec.columns == ("sst2", "rte", "wnli", "my_nli")
+    assert "my_nli" not in TASKS.names()  # the suite's own task: resolved into the suite, never registered
+    values = {"sst2": (80.0, 70.0), "rte": (60.0, 50.0), "wnli": (0.0, 100.0), "my_nli": (0.0, 100.0)}
+    recs = [{"suite": "glue_membership", "unit": "finetune", "run_key": f"{cell}-{task}-{seed}", "cell": cell,
+             "label": cell, "axes": {}, "task": task, "seed": seed, "metrics": {"accuracy": v[i] + seed},
+             "headline_metric": "accuracy", "headline": v[i] + seed, "higher_is_better": True, "flags": [],
+             "code_version": "t"} for task, v in values.items() for i, cell in enumerate("AB") for seed in range(3)]
+    table = build_table(recs, spec)
+    assert table.entries[("A", "GLUE")].value == pytest.approx((81.0 + 61.0) / 2)  # medians of sst2 and rte only
+    assert table.entries[("B", "GLUE")].value == pytest.approx((71.0 + 51.0) / 2)
+    assert "GLUE: mean of the task medians over sst2, rte." in render_markdown(table)
+
+
+def test_budget_curve_plots_tokens_per_objective_with_random_init_as_a_band(tmp_path):
+    """axis `pretrain_tokens`: x = the pre-training's train_tokens x the cell's finetune.checkpoint, one line per
+    row label (axis values stripped), cells without a pre-training as a band over their seeds."""
+    from test_results import cell_runs
+
+    from electra_bench.results import aggregate, cell_infos, pretrain_summary
+    from electra_bench.schema import PlotConfig
+    from electra_bench.tables import figure
+
+    recs = []
+    for obj, base in (("ELECTRA", 50.0), ("BERT", 60.0)):
+        for frac in (0.25, 1.0):
+            cell, axes = f"{obj}/ck={frac}", {"finetune.checkpoint": frac}
+            label = f"{obj} (finetune.checkpoint={frac})"
+            recs += cell_runs(cell, "sst2", [base + 10 * frac + d for d in (-1, 0, 1)], axes=axes, label=label)
+            recs.append({"suite": "t", "unit": "pretrain", "run_key": f"p{obj}{frac}", "cell": cell, "axes": axes,
+                         "label": label, "task": None, "seed": 0, "metrics": {}, "flags": [], "code_version": "v",
+                         "train_tokens": 4e6})
+    recs += cell_runs("random init", "sst2", [48.0, 52.0, 50.0], label="random init")
+    stats = {(s.cell, s.task): s for s in aggregate(recs)}
+    fig = figure(cell_infos(recs), stats, pretrain_summary(recs), PlotConfig(axis="pretrain_tokens", metric="sst2"),
+                 [])
+    lines = dict(fig.lines)
+    assert set(lines) == {"ELECTRA", "BERT"}
+    assert [(p.x, p.y) for p in lines["ELECTRA"]] == [(1e6, 52.5), (4e6, 60.0)]
+    assert fig.bands == [("random init", (48.0, 52.0, 50.0))] and fig.logx
+    render = draw_plot_png(fig, tmp_path)
+    assert render.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def draw_plot_png(fig, tmp_path):
+    from electra_bench.tables import draw_plot
+
+    return draw_plot(fig, tmp_path / fig.file)

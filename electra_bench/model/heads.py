@@ -42,17 +42,16 @@ class EncoderWithHead(nn.Module):
 def load_encoder(source: str | None, config: ElectraConfig | None, dropout: float | None = None,
                  attention_dropout: float | None = None) -> ElectraModel:
     """The encoder from a save_pretrained dir / hub id, or randomly initialised from `config` (source None).
-
-    `dropout` / `attention_dropout` replace the saved (pre-training) values: fine-tuning sets its own (T7: 0.1),
-    whatever the pre-training used. None keeps the saved value."""
-    overrides = {k: v for k, v in (("hidden_dropout_prob", dropout), ("attention_probs_dropout_prob",
-                                                                       attention_dropout)) if v is not None}
+    `dropout` / `attention_dropout` (None: as saved / as `config`) override the hidden and attention dropout: the
+    fine-tuning values, independent of the pre-training ones (GR fine-tunes with 0.1)."""
+    overrides = {k: v for k, v in (("hidden_dropout_prob", dropout),
+                                   ("attention_probs_dropout_prob", attention_dropout)) if v is not None}
     if source is None:
         if config is None:
             raise ValueError("a random encoder needs a config")
         config = copy.deepcopy(config)
-        for k, v in overrides.items():
-            setattr(config, k, v)
+        for name, value in overrides.items():
+            setattr(config, name, value)
         return ElectraModel(config)
     return ElectraModel.from_pretrained(source, **overrides)
 

@@ -8,6 +8,7 @@ from electra_bench.tasks.base import (
     TaskSpec,
     default_data_root,
     features_for,
+    glue_tasks,
     load_split,
     register_task,
     task_from_dict,
@@ -17,5 +18,5 @@ from electra_bench.tasks.glue import both_orders, read_glue_tsv
 
 __all__ = [
     "FORMATS", "TASKS", "DataError", "HubSource", "SplitLayout", "TaskSpec", "both_orders", "default_data_root",
-    "features_for", "load_split", "read_conll", "read_glue_tsv", "register_task", "task_from_dict",
+    "features_for", "glue_tasks", "load_split", "read_conll", "read_glue_tsv", "register_task", "task_from_dict",
 ]

@@ -16,7 +16,7 @@ import codecs
 import gzip
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +83,9 @@ class TaskSpec(BaseModel):
     epochs: int = Field(3, ge=1)  # Paper Table 7: 3, except RTE and STS-B 10
     symmetric: bool = False  # train on (a, b) and (b, a): GR `double_unordered` for MRPC/STS-B (ref §7.2)
     hub: HubSource | None = None
+    # Averaged into the table's GLUE score: the paper's eight dev tasks (Paper §3.1: all of GLUE but WNLI). A custom
+    # task is not, unless its definition says so. Presentation only: not part of a run key (suite.finetune_key).
+    glue: bool = False
     version: str = "1"  # bump when loading or the files change meaning: part of the data cache key and run key
 
     @model_validator(mode="after")
@@ -143,6 +146,11 @@ class TaskSpec(BaseModel):
 
 
 TASKS: Registry[TaskSpec] = Registry("task")
+
+
+def glue_tasks(specs: Iterable[TaskSpec]) -> list[str]:
+    """The names of the tasks averaged into a GLUE score, in the given order: the one reader of `TaskSpec.glue`."""
+    return [s.name for s in specs if s.glue]
 
 
 def task_from_dict(d: dict[str, Any]) -> TaskSpec:

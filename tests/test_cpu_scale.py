@@ -1,0 +1,165 @@
+"""Issue 14: the cpu scale made honest: no temperature-2 shortcut in any scale, both FLOPs conventions, fine-tuning
+dropout of its own, held-out RTD metrics on temperature-1 fakes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_model_config
+
+from electra_bench import flops
+from electra_bench.config import load_suite
+from electra_bench.model.generators import MaskedLMGenerator
+from electra_bench.model.heads import load_encoder
+from electra_bench.schema import RunConfig
+from electra_bench.sizes import generator_dims, resolve_dims
+from electra_bench.suite import finetune_key, pretrain_key, upstream_of
+from electra_bench.tasks import TASKS
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT = Path("/nonexistent-data-root")
+
+
+# --- no temperature 2 outside a labelled ablation cell ------------------------------------------------------------
+
+def _suite_files() -> list[Path]:
+    return sorted(p for p in (REPO / "suites").rglob("*.yaml") if not p.name.startswith("_"))
+
+
+def test_no_scale_or_base_samples_at_temperature_2():
+    scales = yaml.safe_load((REPO / "suites/paper/_scales.yaml").read_text())["scales"]
+    for name, sets in scales.items():
+        assert sets.get("pretrain.temperature", 1.0) == 1.0, f"scale {name} sets a sampling temperature"
+    for path in _suite_files():
+        suite = load_suite(path)
+        for cell in suite.cells:
+            t = cell.config.pretrain.temperature
+            if t != 1.0:  # only a cell that says what it is
+                assert "ablation" in cell.label or f"T={t:g}" in cell.label, f"{path}: cell {cell.label} at T={t}"
+
+
+def test_cpu_scale_counts_compute_and_paper_scale_the_official_flops():
+    scales = yaml.safe_load((REPO / "suites/paper/_scales.yaml").read_text())["scales"]
+    assert scales["cpu"]["pretrain.flops_convention"] == "compute"
+    assert scales["paper"].get("pretrain.flops_convention", "official") == "official"
+    assert RunConfig().pretrain.flops_convention == "official"
+
+
+# --- FLOPs conventions --------------------------------------------------------------------------------------------
+
+def _tiny(vocab=8192):
+    d = resolve_dims("tiny")
+    return flops.EncoderDims.from_dims(d, vocab), flops.EncoderDims.from_dims(generator_dims(d, 0.25), vocab)
+
+
+def test_official_convention_favours_bert_at_tiny_scale_and_compute_does_not():
+    disc, gen = _tiny()
+    ratio = {}
+    for c in flops.CONVENTIONS:
+        e = flops.train_flops_per_step(disc, gen, "electra", 128, 32, convention=c)
+        m = flops.train_flops_per_step(disc, None, "mlm", 128, 32, convention=c)
+        ratio[c] = e / m
+    assert ratio["official"] == pytest.approx(1.54, abs=0.01)  # the audit's "~54% more BERT steps"
+    assert ratio["compute"] == pytest.approx(1.09, abs=0.02)
+
+
+def test_compute_convention_drops_exactly_the_dense_lookups():
+    disc, _ = _tiny()
+    seq = 128
+    lookups = 2 * disc.embedding * (disc.vocab + seq + flops.TOKEN_TYPES)
+    assert (flops.input_embedding_flops_per_token(disc, seq) - flops.input_embedding_flops_per_token(
+        disc, seq, "compute")) == lookups
+    with pytest.raises(ValueError, match="unknown FLOPs convention"):
+        flops.train_flops_per_step(disc, None, "mlm", seq, 1, convention="dense")
+
+
+def test_flops_convention_changes_planned_steps_and_key_only_when_not_official():
+    from electra_bench.units import planned_steps
+
+    off = RunConfig.model_validate({"model": {"size": "tiny"}, "pretrain": {"budget_flops": 1.45e13, "batch_size": 32}})
+    comp = RunConfig.model_validate({"model": {"size": "tiny"}, "pretrain": {
+        "budget_flops": 1.45e13, "batch_size": 32, "flops_convention": "compute"}})
+    assert planned_steps(comp, 8192) > 2.5 * planned_steps(off, 8192)
+    assert pretrain_key(off, ROOT) != pretrain_key(comp, ROOT)
+    explicit = RunConfig.model_validate({**off.model_dump(mode="json"), "pretrain": {
+        **off.model_dump(mode="json")["pretrain"], "flops_convention": "official"}})
+    assert pretrain_key(explicit, ROOT) == pretrain_key(off, ROOT)
+
+
+def test_tables_name_the_flops_convention_of_new_records():
+    from electra_bench.claims import TableSpec
+    from electra_bench.tables import _notes
+
+    spec = TableSpec("t", None, None, None, (), "sd", 1, {}, "paper")
+    rec = {"suite": "s", "code_version": "1", "unit": "pretrain"}
+    assert not any("FLOPs convention" in n for n in _notes([rec], [], spec, []))
+    notes = _notes([{**rec, "flops_convention": "compute"}], [], spec, [])
+    assert any("compute-faithful" in n for n in notes)
+
+
+# --- fine-tuning dropout ------------------------------------------------------------------------------------------
+
+def test_finetune_dropout_is_its_own_setting():
+    from transformers import ElectraConfig
+
+    cfg = ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    enc = load_encoder(None, cfg, dropout=0.1, attention_dropout=0.2)
+    assert (enc.config.hidden_dropout_prob, enc.config.attention_probs_dropout_prob) == (0.1, 0.2)
+    assert cfg.hidden_dropout_prob == 0.0  # the caller's config is not changed
+
+
+def test_finetune_dropout_key_unchanged_where_it_equals_the_pretraining_dropout():
+    spec = TASKS.get("sst2")
+
+    def key(data):
+        run = RunConfig.model_validate(data)
+        return finetune_key(run, spec, 0, upstream_of(run, ROOT))
+
+    # default model dropout 0.1 = default fine-tuning dropout 0.1: what the code did before the field existed
+    plain = RunConfig().model_dump(mode="json")
+    for k in ("dropout", "attention_dropout"):
+        plain["finetune"].pop(k)
+    assert key({}) == key(plain)
+    # pre-training dropout 0 (cpu scale): fine-tuning at 0.1 is a real change, at 0 it is what ran before
+    zero = {"model": {"dropout": 0.0, "attention_dropout": 0.0}}
+    before = key({**zero, "finetune": {"dropout": 0.0, "attention_dropout": 0.0}})
+    assert key(zero) != before
+
+
+# --- held-out RTD metrics on T=1 fakes -----------------------------------------------------------------------------
+
+def test_heldout_eval_samples_at_temperature_1_and_restores_the_training_one(monkeypatch):
+    from electra_bench.build import build_objective
+    from electra_bench.corpus import Blocks
+    from electra_bench.model.algorithms import Algorithm
+    from electra_bench.model.objectives import Vocab
+    from electra_bench.pretrain import PretrainSettings, evaluate
+
+    run = RunConfig.model_validate({"model": tiny_model_config().model_dump(), "pretrain": {"temperature": 2.0}})
+    vocab = Vocab(size=120, mask_id=4, special_ids=(0, 1, 2, 3, 4))
+    objective = build_objective(run.model, run.pretrain, vocab)
+    gens = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
+    assert gens and all(g.temperature == 2.0 for g in gens)
+    seen = []
+    real = MaskedLMGenerator.forward
+
+    def spy(self, *a, **k):
+        seen.append(self.temperature)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(MaskedLMGenerator, "forward", spy)
+    ids = torch.randint(5, 120, (8, 16))
+    ids[:, 0], ids[:, -1] = 2, 3
+    held = Blocks(ids.numpy(), torch.zeros_like(ids).numpy())
+    algorithm = Algorithm(objective)
+    s = PretrainSettings(steps=1, batch_size=4, lr=1e-3, warmup_steps=0, weight_decay=0.0, adam_eps=1e-6,
+                         betas=(0.9, 0.999), bias_correction=True, grad_clip=1.0, eval_every=1, eval_batches=2,
+                         checkpoints=(1.0,), seed=0, precision="fp32", device="cpu", log_every=1)
+    metrics = evaluate(algorithm, held, s)
+    assert seen[:2] == [1.0, 1.0]  # the held-out RTD metrics (2 eval batches): T=1 fakes
+    # then, only for disc_auc_train_temp (the AUC at the training temperature, reported beside), T=2 fakes
+    assert set(seen[2:]) <= {2.0} and ("disc_auc_train_temp" in metrics) == bool(seen[2:])
+    assert all(g.temperature == 2.0 for g in gens)
