@@ -2,12 +2,12 @@
 
 Nothing runs before the whole suite is valid: every cell (cells x axes) is resolved into a `RunConfig` here, so a
 bad axis value fails at `validate` time with the file, line and dotted path of the field.
-YAML is read with `yaml.SafeLoader` only: no object construction, no import paths, no code from config.
+YAML is read by `safe_yaml` (size, depth and alias-expansion limits first, then SafeLoader: no object construction,
+no import paths, no code from config).
 """
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -15,6 +15,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import safe_yaml
 from .claims import TableError, TableSpec, check_table, table_spec
 from .registry import did_you_mean
 from .robustness import RobustnessError, check_robustness
@@ -74,6 +75,8 @@ def _node_lines(node: yaml.Node, file: str, prefix: tuple, out: dict) -> None:
 
 def _read_yaml(path: Path) -> tuple[dict, dict]:
     try:
+        if path.stat().st_size > safe_yaml.MAX_BYTES:  # refused before it is read (a 50 MB "suite")
+            raise ConfigError(f"larger than {safe_yaml.MAX_BYTES:,} bytes (a suite is a few KB)", str(path), 1)
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", str(path)) from None
@@ -85,8 +88,9 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
         raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})", str(path),
                           raw[:e.start].count(b"\n") + 1) from None
     try:
-        data = yaml.load(text, Loader=_Loader)
-        node = yaml.compose(text, Loader=_Loader)
+        data, node = safe_yaml.load(text)
+    except safe_yaml.YamlLimitError as e:
+        raise ConfigError(str(e), str(path), e.line or 1) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -140,7 +144,9 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         raise ConfigError(f"override '{text}' is not of the form path=value", "--set")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+        value = safe_yaml.load(raw)[0] if raw.strip() else ""
+    except safe_yaml.YamlLimitError as e:
+        raise ConfigError(f"override '{key.strip()}': {e}", "--set") from None
     except yaml.YAMLError:
         value = raw
     path = tuple(key.strip().split("."))
@@ -167,16 +173,6 @@ def set_path(data: dict, path: tuple, value: Any) -> dict:
     data[head] = set_path(data.get(head) if isinstance(data.get(head), dict) else {}, tuple(rest), value) \
         if rest else value
     return data
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader (no object construction) that also reads unquoted `1e-4` as a float, as YAML 1.2 does.
-
-    YAML 1.1 needs a dot (`1.0e-4`); quoted strings stay strings."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-                              list("-+0123456789."))
 
 
 def _model_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:

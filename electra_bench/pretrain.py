@@ -143,119 +143,99 @@ class RTDMeter:
         return out
 
 
-EVAL_TEMPERATURE = 1.0  # held-out fakes are sampled at the paper's temperature, whatever the training one
-EVAL_SEED, LOOKUP_SEED = 1234, 4321  # fixed RNGs: the same masks and samples at every evaluation
-LOOKUP_BLOCKS_PER_EVAL_BLOCK = 8  # training blocks the context-free lookup is estimated on, per held-out block
-
-
-@contextmanager
-def sampling_temperature(objective, temperature: float):
-    """Every masked-LM generator of the objective samples at `temperature` inside the block, then at its own again
-    (a unigram generator has no temperature: unchanged)."""
-    sampling = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
-    saved = [m.temperature for m in sampling]
-    for m in sampling:
-        m.temperature = temperature
-    try:
-        yield
-    finally:
-        for m, t in zip(sampling, saved):
-            m.temperature = t
-
-
-def _rows(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
-        yield np.arange(start, min(start + batch_size, n))
-
-
-def lookup_table(objective, blocks: Blocks, s: PretrainSettings, rng: torch.Generator) -> torch.Tensor:
-    """[V] P(replaced | token id D sees), estimated on `blocks`' fakes (add-one smoothed towards the overall rate):
-    the best a discriminator without context can do on fakes of this generator."""
-    vocab = objective.vocab.size
-    replaced = torch.zeros(vocab, dtype=torch.float64, device=s.device)
-    seen = torch.zeros(vocab, dtype=torch.float64, device=s.device)
-    for rows in _rows(len(blocks), s.batch_size):
-        batch = to_batch(blocks, rows, s.device)
-        with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-            sel, _, corrupted, labels = objective.corrupt(batch, rng)
-        keep = objective.scored_weights(batch, sel).bool()
-        tokens = corrupted[keep]
-        replaced.index_add_(0, tokens, labels[keep].double())
-        seen.index_add_(0, tokens, torch.ones_like(tokens, dtype=torch.float64))
-    prior = replaced.sum() / seen.sum().clamp(min=1)
-    return ((replaced + prior) / (seen + 1)).float()
-
-
-def token_cosine(encoder, batch: Batch) -> tuple[float, int]:
-    """(sum over the batch's sequences of the mean pairwise cosine between their tokens' top-layer states, number
-    of sequences). Near 1: every token has the same representation (collapse); real text, non-pad tokens."""
-    body = encoder.electra  # ElectraForPreTraining / ElectraForMaskedLM: the encoder fine-tuning starts from
-    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                  token_type_ids=batch.token_type_ids).last_hidden_state.float()  # [B, L, H]
-    mask = batch.attention_mask.float()[..., None]  # [B, L, 1]
-    unit = torch.nn.functional.normalize(hidden, dim=-1) * mask
-    n = mask.sum((1, 2))  # [B]
-    pairs = (unit.sum(1).pow(2).sum(-1) - n) / (n * (n - 1)).clamp(min=1)  # sum_{i != j} u_i.u_j / n(n-1)
-    ok = n > 1
-    return float(pairs[ok].sum()), int(ok.sum())
-
-
 @torch.no_grad()
 def evaluate(algorithm: Algorithm, heldout: Blocks, s: PretrainSettings, train: Blocks | None = None
              ) -> dict[str, float]:
-    """Held-out pre-training metrics, dropout off, fixed RNGs (the same masks every evaluation):
+    """RTD metrics on held-out blocks with a fixed RNG (same masks every eval), dropout off, and the generator
+    sampling at temperature 1 whatever the training temperature: the paper's fakes. Scored at T=2 the fakes
+    over-sample rare tokens and a context-free lookup of P(replaced | token id) nearly matches the discriminator
+    (issue 14 audit), so a training-temperature score measures the shortcut, not the discriminator.
 
-    - the RTD metrics (disc_auc, disc_recall, ...; GR `metric_fn`) on fakes sampled at temperature 1, the paper's,
-      whatever the training temperature: a temperature-2 generator over-samples rare tokens, and a discriminator
-      scored on such fakes looks off the plateau when it is not (issue 14's audit). When the training temperature
-      is another one, `disc_auc_train_temp` is the AUC on fakes at that temperature, beside it;
-    - `context_free_auc`: the AUC of a lookup of P(replaced | token id), estimated on temperature-1 fakes of a
-      fixed sample of `train` blocks and scored on the held-out fakes: the baseline beside disc_auc (a
-      discriminator that beats it uses context);
-    - `token_cosine`: mean cosine between the top-layer states of a held-out sequence's tokens, through the
-      encoder fine-tuning starts from, on real text: a representation-collapse signal (~1 = collapsed).
-    """
+    Beside them: `token_cosine`, the mean cosine between the top-layer states of the tokens of a held-out
+    sequence (uncorrupted input; near 1 = the representations collapsed toward one vector), and, for objectives
+    with a discriminator and when `train` is given, `lookup_auc`: the AUC of the context-free lookup
+    P(replaced | token id) estimated on T=1 fakes of LOOKUP_TRAIN_BATCHES x eval_batches training batches and
+    scored on the held-out fakes, the shortcut baseline to set beside `disc_auc`."""
     objective = algorithm.objective
     was_training = objective.training
     objective.eval()
-    n = min(len(heldout), s.eval_batches * s.batch_size)
-    train_temperature = getattr(getattr(objective, "generator", None), "temperature", None)
-    with sampling_temperature(objective, EVAL_TEMPERATURE):
-        meter, tokens = RTDMeter(), []
-        rng = torch.Generator(device=s.device).manual_seed(EVAL_SEED)
-        cos_sum, cos_n = 0.0, 0
-        for rows in _rows(n, s.batch_size):
-            batch = to_batch(heldout, rows, s.device)
+    sampling = [m for m in objective.modules() if isinstance(m, MaskedLMGenerator)]
+    temperatures = [m.temperature for m in sampling]
+    for m in sampling:
+        m.temperature = 1.0
+    try:
+        meter, tokens, cosines = RTDMeter(), [], []
+        rng = torch.Generator(device=s.device).manual_seed(1234)  # the same masks and fakes every eval
+        for batch in _eval_batches(heldout, s.eval_batches, s):
             with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
                 out = objective(batch, rng=rng, keep_scores=True)
-                c, k = token_cosine(objective.encoder(), batch)
+                hidden = _top_states(objective.encoder(), batch)
             meter.add(out)
-            cos_sum, cos_n = cos_sum + c, cos_n + k
             if out.disc_tokens is not None:
                 tokens.append(out.disc_tokens)
+            cosines.append(mean_token_cosine(hidden, batch.attention_mask))
         metrics = meter.metrics()
-        if cos_n:
-            metrics["token_cosine"] = cos_sum / cos_n
-        if tokens and train is not None and len(train) and "disc_auc" in metrics:
-            from sklearn.metrics import roc_auc_score
-
-            m = min(len(train), LOOKUP_BLOCKS_PER_EVAL_BLOCK * n)
-            sample = np.sort(np.random.default_rng(LOOKUP_SEED).choice(len(train), m, replace=False))
-            lookup_rng = torch.Generator(device=s.device).manual_seed(LOOKUP_SEED)
-            table = lookup_table(objective, Blocks(train.input_ids[sample], train.token_type_ids[sample]), s,
-                                 lookup_rng)
-            labels = torch.cat(meter.labels).cpu().numpy()
-            metrics["context_free_auc"] = float(roc_auc_score(labels, table[torch.cat(tokens)].cpu().numpy()))
-    if train_temperature not in (None, EVAL_TEMPERATURE) and "disc_auc" in metrics:
-        with sampling_temperature(objective, train_temperature):
-            rng, at_train = torch.Generator(device=s.device).manual_seed(EVAL_SEED), RTDMeter()
-            for rows in _rows(n, s.batch_size):
+        metrics["token_cosine"] = float(torch.cat(cosines).mean())
+        if tokens and train is not None and "disc_auc" in metrics:
+            fit_tokens, fit_labels = [], []
+            rng = torch.Generator(device=s.device).manual_seed(4321)
+            for batch in _eval_batches(train, LOOKUP_TRAIN_BATCHES * s.eval_batches, s):
                 with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-                    at_train.add(objective(to_batch(heldout, rows, s.device), rng=rng, keep_scores=True))
-            if "disc_auc" in (m_train := at_train.metrics()):
-                metrics["disc_auc_train_temp"] = m_train["disc_auc"]
-    objective.train(was_training)
+                    out = objective(batch, rng=rng, keep_scores=True)
+                fit_tokens.append(out.disc_tokens)
+                fit_labels.append(out.disc_labels)
+            auc = lookup_auc(torch.cat(fit_tokens), torch.cat(fit_labels), torch.cat(tokens), torch.cat(meter.labels))
+            if auc is not None:
+                metrics["lookup_auc"] = auc
+    finally:
+        objective.train(was_training)
+        for m, t in zip(sampling, temperatures):
+            m.temperature = t
     return metrics
+
+
+LOOKUP_TRAIN_BATCHES = 4  # training batches per held-out batch that estimate P(replaced | token id)
+
+
+def _eval_batches(blocks: Blocks, n_batches: int, s: PretrainSettings):
+    n = min(len(blocks), n_batches * s.batch_size)
+    for start in range(0, n, s.batch_size):
+        yield to_batch(blocks, np.arange(start, min(start + s.batch_size, n)), s.device)
+
+
+def _top_states(encoder: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    body = getattr(encoder, "electra", encoder)  # ElectraForPreTraining / ForMaskedLM -> their ElectraModel
+    return body(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                token_type_ids=batch.token_type_ids).last_hidden_state
+
+
+def mean_token_cosine(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] mean cosine over the pairs of distinct non-pad tokens of each sequence: (|sum of unit vectors|^2 - n)
+    / (n (n - 1)), no [L, L] matrix. 1 = every token state points the same way (representation collapse)."""
+    unit = torch.nn.functional.normalize(hidden.float(), dim=-1) * mask[..., None].float()  # [B, L, H]
+    n = mask.float().sum(-1)  # [B]
+    total = unit.sum(1).pow(2).sum(-1)  # [B] |sum_i u_i|^2 = n + sum_{i != j} cos(i, j)
+    return (total - n) / (n * (n - 1)).clamp(min=1.0)
+
+
+def lookup_auc(fit_tokens: torch.Tensor, fit_labels: torch.Tensor, tokens: torch.Tensor,
+               labels: torch.Tensor, prior_weight: float = 1.0) -> float | None:
+    """AUC of the context-free detector P(replaced | token id), counted on (fit_tokens, fit_labels) with
+    `prior_weight` pseudo-counts of the overall replaced rate (unseen ids score that rate), scored on (tokens,
+    labels). None when the labels have one class."""
+    fit_tokens, tokens = fit_tokens.long().cpu(), tokens.long().cpu()
+    fit_labels, labels = fit_labels.double().cpu(), labels.double().cpu()
+    size = int(max(fit_tokens.max(), tokens.max())) + 1
+    seen = torch.bincount(fit_tokens, minlength=size).double()
+    replaced = torch.bincount(fit_tokens, weights=fit_labels, minlength=size)
+    prior = float(fit_labels.mean()) if len(fit_labels) else 0.0
+    scores = ((replaced + prior_weight * prior) / (seen + prior_weight))[tokens]
+    y = labels.numpy()
+    if not 0 < y.sum() < len(y):
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, scores.numpy()))
 
 
 SDPA_BACKENDS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
@@ -346,7 +326,6 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
         return load_batch(train, batch_rows(len(train), s.batch_size, i, s.seed), s.device)
 
     upcoming = feed(step) if step < s.steps else None
-    final = None  # the held-out metrics of the last step, once evaluated
     with progress.bar(s.steps, "pretrain", show_progress) as bar:
         bar.update(step)
         while step < s.steps:
@@ -387,8 +366,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
                 bar.update(0, f"loss {metrics['train/loss']:.3f} rec {metrics.get('train/disc_recall', 0):.2f}")
                 meter, t_log, tokens = RTDMeter(), now, 0
             if evals or step == s.steps:
-                final = evaluate(algorithm, heldout, s, train)
-                log({f"eval/{k}": v for k, v in final.items()}, step)
+                log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s, train).items()}, step)
             if step in ckpt_steps:
                 save = checkpoint_dir(out_dir, ckpt_steps[step])
                 objective.encoder().save_pretrained(save)
@@ -397,4 +375,4 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
             if saves:
                 _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
             bar.update(1)
-    return final if final is not None else evaluate(algorithm, heldout, s, train)
+    return evaluate(algorithm, heldout, s, train)

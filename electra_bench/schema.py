@@ -15,7 +15,18 @@ from .registry import UnknownName
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """The base of every config section (issue #17): unknown keys refused, values never coerced (`true` is not 1,
+    `"3"` is not 3; an int is still a valid float), inf/nan refused. New fields get all three for free; give a
+    number an upper bound too (the `MAX_*` below) so a value that validates also means something."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+# Sanity bounds: far beyond any real run, low enough that arithmetic on them cannot overflow or allocate absurdly.
+MAX_STEPS = 100_000_000  # 100x ELECTRA-Large's 1.75M steps (T6)
+MAX_FLOPS = 1e24  # ~300x ELECTRA-Large's 3.1e21 training FLOPs (T8)
+MAX_WIDTH = 65_536  # hidden/intermediate/embedding sizes, batch sizes
+MAX_SEQ = 8192  # sequence lengths and position tables
 
 
 def _distinct(seeds: list[int] | None) -> list[int] | None:
@@ -28,14 +39,14 @@ class ModelConfig(Strict):
     """Discriminator (and MLM baseline) encoder. The generator is derived from it (sizes.generator_dims)."""
 
     size: Literal["tiny", "mini", "small", "base", "large"] = "small"  # T6 presets (+ CPU-scale tiny/mini)
-    hidden_size: int | None = Field(None, gt=0)  # overrides the preset; T6 Small: 256
-    num_layers: int | None = Field(None, gt=0)  # T6 Small: 12
-    num_heads: int | None = Field(None, gt=0)  # T6 Small: 4
-    intermediate_size: int | None = Field(None, gt=0)  # T6 Small: 1024
-    embedding_size: int | None = Field(None, gt=0)  # factorised embedding, T6 Small: 128 (projected to hidden)
+    hidden_size: int | None = Field(None, gt=0, le=MAX_WIDTH)  # overrides the preset; T6 Small: 256
+    num_layers: int | None = Field(None, gt=0, le=1024)  # T6 Small: 12
+    num_heads: int | None = Field(None, gt=0, le=1024)  # T6 Small: 4
+    intermediate_size: int | None = Field(None, gt=0, le=MAX_WIDTH)  # T6 Small: 1024
+    embedding_size: int | None = Field(None, gt=0, le=MAX_WIDTH)  # factorised, T6 Small: 128 (projected to hidden)
     dropout: float = Field(0.1, ge=0, lt=1)  # T6: 0.1
     attention_dropout: float = Field(0.1, ge=0, lt=1)  # T6: 0.1
-    max_position_embeddings: int = Field(512, gt=0)  # BERT/ELECTRA default
+    max_position_embeddings: int = Field(512, gt=0, le=MAX_SEQ)  # BERT/ELECTRA default
     attention: Literal["eager", "sdpa"] = "eager"  # eager was faster with bf16 on CPU (stack-notes)
 
 
@@ -52,7 +63,7 @@ class CorpusConfig(Strict):
                           "corpus/reuters-21578/*.txt.gz"]
     weights: list[float] | None = None  # mixture weights per source (documents resampled); None = as read
     max_bytes: int | None = Field(None, gt=0)  # read at most this much text per source (None: all)
-    max_seq_length: int = Field(128, ge=8)  # T6 Small: 128
+    max_seq_length: int = Field(128, ge=8, le=MAX_SEQ)  # T6 Small: 128
     heldout_blocks: int = Field(256, ge=0)  # blocks kept out of training for pre-training eval
     single_segment_prob: float = Field(0.1, ge=0, le=1)  # GR build_pretraining_dataset: 10% one segment
     short_seq_prob: float = Field(0.05, ge=0, le=1)  # GR: 5% random target length in [5, max]
@@ -85,18 +96,18 @@ class PretrainConfig(Strict):
     adam_beta2: float = Field(0.999, ge=0, lt=1)  # T6
     adam_bias_correction: bool = True  # False = the official code's AdamWeightDecay (no bias correction)
     grad_clip: float = Field(1.0, gt=0)  # GR optimization.py global-norm clip
-    batch_size: int = Field(128, gt=0)  # T6 Small: 128
-    steps: int = Field(1_000_000, gt=0)  # T6 Small: 1M; ignored when `budget_flops` is set
-    budget_flops: float | None = Field(None, gt=0)  # equal-compute budget: steps = budget / FLOPs per step
+    batch_size: int = Field(128, gt=0, le=MAX_WIDTH)  # T6 Small: 128
+    steps: int = Field(1_000_000, gt=0, le=MAX_STEPS)  # T6 Small: 1M; ignored when `budget_flops` is set
+    budget_flops: float | None = Field(None, gt=0, le=MAX_FLOPS)  # equal compute: steps = budget / FLOPs per step
     # How `budget_flops` counts: "official" = GR flops_computation.py (embedding lookups as dense one-hot matmuls,
     # the paper's Table 1 FLOPs); "compute" = lookups as gathers (what the hardware does: with a small model and
     # an 8k vocab the dense lookup dominates and gives BERT ~54% more steps than ELECTRA, issue 14 audit)
     flops_convention: Literal["official", "compute"] = "official"
-    eval_every: int = Field(500, gt=0)  # steps between held-out RTD evaluations
-    eval_batches: int = Field(4, gt=0)
+    eval_every: int = Field(500, gt=0, le=MAX_STEPS)  # steps between held-out RTD evaluations
+    eval_batches: int = Field(4, gt=0, le=100_000)
     # Steps between training-metric logs, which are the loop's only host syncs (and non-finite checks); None:
     # steps / 20, at most 50. Logging only: not part of the run key.
-    log_every: int | None = Field(None, gt=0)
+    log_every: int | None = Field(None, gt=0, le=MAX_STEPS)
     checkpoints: list[float] = [0.0625, 0.125, 0.25, 0.5, 1.0]  # T1 rows: 6.25% ... 100% trained
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CPU: ~1.6x, stack-notes; CUDA: Hopper)
@@ -157,9 +168,9 @@ class FinetuneConfig(Strict):
     warmup_fraction: float = Field(0.1, ge=0, lt=1)  # T7
     weight_decay: float = Field(0.0, ge=0)  # T7: 0 (GR code: 0.01)
     adam_eps: float = Field(1e-6, gt=0)  # T7
-    batch_size: int = Field(32, gt=0)  # T7
-    epochs: float | None = Field(None, gt=0)  # None: the task's default (T7: 3; RTE/STS-B 10)
-    max_seq_length: int = Field(128, ge=8)
+    batch_size: int = Field(32, gt=0, le=MAX_WIDTH)  # T7
+    epochs: float | None = Field(None, gt=0, le=10_000)  # None: the task's default (T7: 3; RTE/STS-B 10)
+    max_seq_length: int = Field(128, ge=8, le=MAX_SEQ)
     train_examples: int | None = Field(None, gt=0)  # low-resource: a seeded subsample of the train split
     dev_examples: int | None = Field(None, gt=0)  # cap the dev split (seeded subsample; None: all)
     head: Literal["linear", "hf"] = "linear"  # §3.1: linear on [CLS]; "hf": ElectraClassificationHead
@@ -181,6 +192,19 @@ class RunConfig(Strict):
     corpus: CorpusConfig = CorpusConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+
+    @model_validator(mode="after")
+    def _fits_together(self):
+        """Cross-field rules: values each valid alone that cannot mean what was asked together (issue #17)."""
+        positions = self.model.max_position_embeddings
+        for name, length in (("corpus", self.corpus.max_seq_length), ("finetune", self.finetune.max_seq_length)):
+            if length > positions:
+                raise ValueError(f"{name}.max_seq_length {length} exceeds model.max_position_embeddings {positions}"
+                                 " (the position table has no row for the later tokens)")
+        if self.finetune.init == "pretrained" and self.finetune.checkpoint not in self.pretrain.checkpoints:
+            raise ValueError(f"finetune.checkpoint {self.finetune.checkpoint:g} is never saved: pretrain.checkpoints"
+                             f" is {[f'{f:g}' for f in self.pretrain.checkpoints]}")
+        return self
 
     @property
     def needs_pretraining(self) -> bool:
@@ -227,7 +251,9 @@ class TableConfig(Strict):
 
     title: str | None = None  # heading of table.md; None: "<suite name>: <description>"
     columns: list[str] | None = None  # tasks shown (default: all suite tasks)
-    extra: list[str] = []  # extra columns: train_flops, params, disc_recall, disc_auc, gen_mlm_acc, ...
+    # extra columns: train_flops, params, or a held-out pretraining metric: disc_recall, disc_auc, lookup_auc
+    # (context-free baseline), token_cosine (collapse signal), gen_mlm_acc, ...
+    extra: list[str] = []
     spread: Literal["sd", "ci"] = "sd"  # after the median: sample sd over seeds, or a bootstrap 95% CI (§3.1 medians)
     digits: int = Field(1, ge=0, le=6)  # decimals of metric values (the paper's tables: 1)
     reference: dict[str, dict[str, float]] = {}  # paper numbers: row label -> {column: value}
@@ -346,6 +372,13 @@ class SuiteConfig(Strict):
     @classmethod
     def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
         return _distinct(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_ft_seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):  # a repeated seed would make two records with one run key
+            raise ValueError("seeds must be a non-empty list without repeats")
+        return v
 
     @field_validator("axes")
     @classmethod

@@ -17,7 +17,7 @@ The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.f
   rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
   extra           [names] from the pretrain records: "train_flops" (the run's FLOPs convention, named in the
                   notes), "train_flops_official", "train_flops_compute", "params", "steps" or a held-out
-                  pre-training metric ("disc_auc", "context_free_auc", "token_cosine", "disc_recall", ...)
+                  pre-training metric ("disc_auc", "lookup_auc", "token_cosine", "disc_recall", ...)
   spread, digits  "sd" or "ci" after the median; decimals of metric values
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (<reference_name>)" column
   claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;

@@ -304,10 +304,11 @@ def test_a_generator_missing_from_an_older_checkpoint_is_exported_from_its_state
 
     from electra_bench.build import build_objective
     from electra_bench.pretrain import GENERATOR_DIR
-    from electra_bench.schema import RunConfig
+    from electra_bench.schema import CorpusConfig, FinetuneConfig, RunConfig
     from electra_bench.units import export_generator, vocab_of
 
-    run = RunConfig(model=tiny_model_config())
+    run = RunConfig(model=tiny_model_config(), corpus=CorpusConfig(max_seq_length=64),  # fits its 64 positions
+                    finetune=FinetuneConfig(max_seq_length=64))
     objective = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
     ckpt = tmp_path / "checkpoint-100pct"
     objective.encoder().save_pretrained(ckpt)

@@ -33,7 +33,7 @@ class PretrainOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)  # counts summed over the batch (see rtd_counts)
     disc_probs: Tensor | None = None  # [N] P(replaced) at the scored tokens (eval: AUC)
     disc_labels: Tensor | None = None  # [N] 1 = replaced
-    disc_tokens: Tensor | None = None  # [N] the token ids D saw there (eval: the context-free lookup baseline)
+    disc_tokens: Tensor | None = None  # [N] the (possibly replaced) token ids D saw there (context-free baseline)
 
 
 @dataclass
@@ -125,16 +125,13 @@ class ElectraObjective(_Objective):
         labels = (corrupted != batch.input_ids).float()  # [B, L]; a correct sample counts as real
         return sel, proposal, corrupted, labels
 
-    def scored_weights(self, batch: Batch, sel: Selection) -> Tensor:
-        """[B, L] float: the positions D's loss (and the RTD metrics) count."""
-        if self.all_tokens:
-            return batch.attention_mask.float()  # every non-pad token, [CLS]/[SEP] included (GR)
-        return torch.zeros(batch.input_ids.shape, device=batch.input_ids.device).scatter(1, sel.positions, sel.weights)
-
     def disc_scores(self, batch: Batch, sel: Selection, corrupted: Tensor, labels: Tensor):
         logits = self.discriminator(input_ids=corrupted, attention_mask=batch.model_mask(self.attention),
                                     token_type_ids=batch.token_type_ids).logits.float()  # [B, L]
-        weights = self.scored_weights(batch, sel)
+        if self.all_tokens:
+            weights = batch.attention_mask.float()  # every non-pad token, [CLS]/[SEP] included (GR)
+        else:
+            weights = torch.zeros_like(logits).scatter(1, sel.positions, sel.weights)
         bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")  # [B, L]
         return logits, weights, bce
 
