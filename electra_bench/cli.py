@@ -201,7 +201,8 @@ def cmd_plan(suite, args) -> int:
             steps = planned_steps(u.cell.config, vocab)
             total = flops_per_step(u.cell.config, vocab) * steps
             fl = f"{total:.2e} ({steps} steps)"
-            official = flops_per_step(u.cell.config, vocab, "official") * steps  # the rates' convention
+            # the measured rates are official-count FLOP/s: time the unit by its official count too
+            official = flops_per_step(_official_flops(u.cell.config), vocab) * steps
             eta = f"~{official / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
         pseed = pretrain_seed_of(u.cell)
         table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
@@ -222,9 +223,14 @@ def cmd_plan(suite, args) -> int:
     return 0
 
 
+def _official_flops(run):
+    """The run with its FLOPs counted by the official convention (what the measured rates are in)."""
+    return run.model_copy(update={"pretrain": run.pretrain.model_copy(update={"flops_convention": "official"})})
+
+
 def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
-    """Median official-convention train FLOPs / wall_s of the finished pre-training records under results/, per
-    precision."""
+    """Median train_flops / wall_s of the finished pre-training records under results/, per precision; only records
+    counted by the official FLOPs convention (all before issue 14 were), so rates of both conventions never mix."""
     import json
     from statistics import median
 
@@ -235,13 +241,10 @@ def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            # official-convention FLOPs (records without a convention were counted that way), so a rate measured
-            # on one convention's budget is not applied to the other's
-            official = rec.get("train_flops_official") or (
-                rec.get("train_flops") if rec.get("flops_convention", "official") == "official" else None)
-            if rec.get("unit") == "pretrain" and rec.get("wall_s") and official:
+            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops") \
+                    and rec.get("flops_convention", "official") == "official":
                 precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
-                rates.setdefault(precision, []).append(official / rec["wall_s"])
+                rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
     if not rates:
         return {}
     out = {k: median(v) for k, v in rates.items()}

@@ -3,12 +3,12 @@
 - AdamW, eps 1e-6, betas 0.9/0.999 (T6/T7); weight decay excludes LayerNorm weights and all biases
   (GR model/optimization.py `_do_use_weight_decay`).
 - `bias_correction=False` is the official AdamWeightDecayOptimizer, which has no Adam bias correction
-  (electra-reference §7.1, §8.2): early updates are LARGER than bias-corrected Adam's, by the factor
-  (1 - beta1^t) / (1 - beta2^t)^0.5 (betas 0.9/0.999: x3.2 at step 1, x6.6 at step 12, x3.2 at step 100,
-  x1.26 at step 1000, within 1% after ~3900 steps); tests/test_optim.py checks the direction.
+  (electra-reference §7.1, §8.2): early updates are LARGER than bias-corrected Adam's, by
+  (1 - beta1^t) / (1 - beta2^t)^0.5 (~3.2x at step 1, ~6.5x at step 10 with betas 0.9/0.999, back to ~1x only
+  after a few thousand steps); warmup is what keeps them small.
 - Schedule: linear warmup then linear decay to 0. The official code multiplies both (warmup and decay run at the
-  same time): `linear_schedule(..., official=True)` does that; it is not a config option (no schema field), so
-  every run uses the usual warmup-then-decay. The two differ by the factor (1 - step/total) during warmup only.
+  same time); `linear_schedule(..., official=True)` does that. It is not a config option: pre-training and
+  fine-tuning both use the default, the usual warmup-then-decay.
 - Layer-wise LR decay (T7: 0.8): lr * decay^(n_layers + 1 - depth), embeddings depth 0, layer i depth i+1, head
   full lr. The official code uses n_layers + 2 (GR#51: the top layer gets lr * decay^2, a leftover of a removed
   pooler): `official_layer_decay=True` reproduces that.

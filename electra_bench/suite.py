@@ -36,6 +36,9 @@ from .schema import RunConfig
 from .tasks import TaskSpec, default_data_root
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
+# Per-algorithm versions, in the pre-training key only for the algorithm named (other keys stay): bump when a change
+# alters what that algorithm computes. two_stage 2: G truly frozen in stage two (issue 14).
+ALGORITHM_VERSIONS = {"two_stage": "2"}
 NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
                 "finetune.device",
                 # speed-only GPU options (issue 15): other kernels for the same arithmetic, like `device`
@@ -91,8 +94,10 @@ def data_identity(run: RunConfig, data_root: Path) -> dict:
 
 
 def pretrain_key(run: RunConfig, data_root: Path) -> str:
-    return _digest({"code": CODE_VERSION, "config": _semantic(run, PRETRAIN_SECTIONS),
-                    "data": data_identity(run, data_root)})
+    ident = {"code": CODE_VERSION, "config": _semantic(run, PRETRAIN_SECTIONS), "data": data_identity(run, data_root)}
+    if (version := ALGORITHM_VERSIONS.get(run.pretrain.algorithm)) is not None:
+        ident["algorithm_version"] = version
+    return _digest(ident)
 
 
 TASK_PRESENTATION = {"glue"}  # TaskSpec fields that change how results are shown, not what a fine-tune computes

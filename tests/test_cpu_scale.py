@@ -188,3 +188,50 @@ def test_lookup_auc_by_hand():
     fit_t, fit_y = torch.tensor([1, 1, 2, 2]), torch.tensor([1.0, 0.0, 1.0, 0.0])
     assert lookup_auc(fit_t, fit_y, torch.tensor([1, 2, 1, 2]), torch.tensor([1.0, 0.0, 0.0, 1.0])) == 0.5
     assert lookup_auc(fit_t, fit_y, torch.tensor([1, 2]), torch.tensor([0.0, 0.0])) is None
+
+
+# --- two-stage: G truly frozen in stage two; the optimiser docstring's direction ---------------------------------
+
+@pytest.mark.parametrize("tying", ["embeddings", "all"])
+def test_two_stage_generator_is_frozen_in_stage_two(tying):
+    from electra_bench.build import build_objective
+    from electra_bench.model.algorithms import TwoStage
+    from electra_bench.model.objectives import Batch, Vocab
+    from electra_bench.optim import make_optimizer
+
+    run = RunConfig.model_validate({
+        "model": tiny_model_config().model_dump(), "corpus": {"max_seq_length": 64}, "finetune": {"max_seq_length": 64},
+        "pretrain": {"algorithm": "two_stage", "generator_size": 1.0, "tying": tying}})
+    torch.manual_seed(0)
+    objective = build_objective(run.model, run.pretrain, Vocab(size=120, mask_id=4, special_ids=(0, 1, 2, 3, 4)))
+    algorithm = TwoStage(objective, 0.5)
+    optimizer = make_optimizer(objective, 1e-2, 0.01, 1e-6, (0.9, 0.999), True)
+    algorithm.on_step(5, 10)
+    assert algorithm.stage == 2
+    gen = objective.generator.model
+    assert gen.generator_lm_head.weight is gen.electra.embeddings.word_embeddings.weight  # G's own tie kept
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    d_before = objective.discriminator.electra.embeddings.word_embeddings.weight.clone()
+    ids = torch.randint(5, 120, (4, 16))
+    ids[:, 0], ids[:, -1] = 2, 3
+    batch = Batch(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    for _ in range(3):
+        optimizer.zero_grad()
+        algorithm.loss(batch, None).loss.backward()
+        optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in gen.state_dict().items())
+    assert not torch.equal(d_before, objective.discriminator.electra.embeddings.word_embeddings.weight)  # D trains
+
+
+def test_no_bias_correction_makes_early_updates_larger():
+    from electra_bench.optim import make_optimizer
+
+    steps = {}
+    for corrected in (True, False):
+        p = torch.nn.Parameter(torch.zeros(3))
+        opt = make_optimizer(torch.nn.ParameterList([p]), 1e-3, 0.0, 1e-12, (0.9, 0.999), corrected)
+        p.grad = torch.ones(3)
+        opt.step()
+        steps[corrected] = p.detach().abs().max().item()
+    # (1 - beta1) / (1 - beta2)^0.5 = 0.1 / 0.0316 = 3.16 at step 1, as optim.py says
+    assert steps[False] / steps[True] == pytest.approx(0.1 / 0.001 ** 0.5, rel=1e-3)

@@ -2,9 +2,8 @@
 
     joint        minimise L_MLM(G) + lambda * L_Disc(D) together; no gradient from D into G (the default)
     two_stage    train G alone with L_MLM for the first part of training; then initialise D's encoder from G's
-                 (equal sizes) and train D alone with L_Disc while G is frozen (truly: G gets its own copy of the
-                 weights it shared with D, tied embeddings included, so D's updates do not move it). Without that
-                 initialisation D "would sometimes fail to learn at all beyond the majority class" (§3.2).
+                 (equal sizes) and train D alone with L_Disc while G is frozen. Without that initialisation D
+                 "would sometimes fail to learn at all beyond the majority class" (§3.2).
     adversarial  G is trained with REINFORCE to maximise D's loss on the tokens it replaced, with a learned
                  baseline (App. F); D is trained as usual. Not a GAN on images: the samples are discrete tokens.
 """
@@ -50,15 +49,17 @@ class TwoStage(Algorithm):
             self.start_stage_two()
 
     def start_stage_two(self) -> None:
+        """D starts from G (equal sizes, §3.2), then G is frozen: it only proposes replacements. G gets its own
+        copy of whatever it shares with D (tied embeddings, or the whole body with tying "all") and its
+        parameters stop requiring gradients, so D's updates of the shared tables no longer move G (before
+        issue 14 G's tied embeddings kept training through D's loss)."""
         obj = self.objective
         g_body, d_body = obj.generator.model.electra, obj.discriminator.electra
         if g_body is not d_body:
-            d_body.load_state_dict(g_body.state_dict())  # D starts from G (equal sizes, §3.2)
-        # G is frozen (§3.2: "train only the discriminator with the generator's weights frozen"): it gets its own
-        # copy of everything it shares with D (tied embeddings, or the whole encoder with tying "all"), so D's
-        # training no longer moves it, and the copy takes no gradient. State dicts keep their keys.
+            d_body.load_state_dict(g_body.state_dict())
+        # deepcopy keeps G's own ties (input embeddings = output projection) inside the copy
         obj.generator.model = copy.deepcopy(obj.generator.model).requires_grad_(False)
-        obj.train_generator = False  # it only proposes replacements now
+        obj.train_generator = False
         self.stage = 2
 
     def loss(self, batch: Batch, rng: torch.Generator | None) -> PretrainOutput:
