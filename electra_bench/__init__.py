@@ -5,7 +5,7 @@ own floor; tests/test_layers.py reads the list below and holds every import to i
 functions), so a feature cut across floors fails CI instead of closing a circle.
 
 Floors, low to high:
-  ground:    registry, sizes, optim, progress, tokenizer, model, metrics, perturb, tasks, corpus, stats, safe_yaml
+  ground:    registry, paths, redact, sizes, optim, progress, tokenizer, model, metrics, perturb, tasks, corpus, stats, safe_yaml
   contracts: schema, claims, results
   unit:      build, flops, pretrain, robustness, finetune, units
   suite:     config, suite

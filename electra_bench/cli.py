@@ -89,27 +89,60 @@ def _parser() -> argparse.ArgumentParser:
     u = suite_cmd("ui", "start the MLflow UI over the suite's tracking store (127.0.0.1 unless --host)",
                   "electra-bench ui suites/quickstart.yaml --port 5000")
     u.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: local only)")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=_port, default=5000, help="TCP port, 1-65535 (default 5000)")
     return p
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 1-65535")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every line the harness prints goes through the one masker (redact.py): no credential of a configured URL
+    reaches the terminal, whichever library prints it."""
+    from .redact import MaskingStream, remember
+
     args = _parser().parse_args(argv)
+    remember(getattr(args, "storage", None), getattr(args, "tracking_uri", None))
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = MaskingStream(out), MaskingStream(err)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(args) -> int:
     if not os.environ.get("ELECTRA_BENCH_ONLINE"):  # hub retries cost ~23 s before failing offline (stack-notes)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     _quiet_libraries()
     from .config import ConfigError, load_suite
+    from .redact import remember
+    from .results import RecordError
     from .tasks import DataError
 
     try:
         if args.command in ("ls", "claims"):
             return cmd_ls(args) if args.command == "ls" else cmd_claims(args)
         suite = load_suite(args.suite, args.overrides, args.scale)
+        remember(suite.config.tracking.uri, suite.config.search.storage if suite.config.search else None)
         return COMMANDS[args.command](suite, args)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RecordError as e:  # a records file edited by hand or damaged: name its line, touch nothing
+        print(f"error: {e} (fix or delete that line; the other records are kept)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: records of finished units are kept; re-run to continue", file=sys.stderr)
+        return 130
     except OSError as e:  # unwritable folder, full disk: nothing finished is lost (records are appended atomically)
         where = f" {e.filename}" if e.filename else ""
         print(f"error: cannot write or read{where}: {e.strerror or e} — records of finished units are kept; fix "
@@ -408,10 +441,30 @@ def cmd_ui(suite, args) -> int:
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
     from .tracking import mask_credentials
 
+    _check_bindable(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host} serves the MLflow tracking API (read and write, no authentication) to "
+              f"every host that can reach this one", file=sys.stderr)
     print(f"MLflow UI on http://{args.host}:{args.port} (store {mask_credentials(uri)}); Ctrl-C stops it")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.call([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
-                            args.host, "--port", str(args.port), "--workers", "1"], env=env)
+    # The store URI (it may hold a password) goes by environment, not argv: `ps` shows argv to every user.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": uri}
+    return subprocess.call([sys.executable, "-m", "mlflow", "server", "--host", args.host, "--port", str(args.port),
+                            "--workers", "1"], env=env)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """A port in use or a host that is not ours: one line now, not a uvicorn traceback after the server starts."""
+    import socket
+
+    from .config import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})", "--port") from None
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "table": cmd_table, "ui": cmd_ui,

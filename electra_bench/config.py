@@ -344,7 +344,43 @@ def load_suite(path: str | Path, overrides: list[str] = (), scale: str | None = 
     cells = _expand_cells(cfg, source)
     _check_table(cfg, cells, source, tasks)
     generator = _check_robustness(cfg, cells, source, tasks) if cfg.robustness is not None else None
+    if cfg.search is not None:
+        _check_search(cfg, cells, source, tasks)
     return Suite(config=cfg, cells=cells, path=path, source=source, tasks=tasks, generator=generator)
+
+
+def _check_search(cfg: SuiteConfig, cells: list[Cell], source: Source, tasks: dict[str, TaskSpec]) -> None:
+    """The `search:` block as `search` will use it: the objective names a suite task (or glue, with GLUE tasks),
+    every space path is a run setting, and every end of its range (each choice) gives a valid run config for the
+    trial's cell (the first), so no trial fails on a value the study was told to try."""
+    search = cfg.search
+
+    def fail(msg: str, at: tuple, dotted: str) -> None:
+        raise ConfigError(msg, *source.where(("search", *at)), f"search.{dotted}")
+
+    objectives = [*cfg.tasks, *(["glue"] if any(t.format == "glue_tsv" for t in tasks.values()) else [])]
+    if search.objective not in objectives:
+        near = did_you_mean(search.objective, objectives)
+        fail(f"objective '{search.objective}' is not one of the suite's tasks{near}; "
+             f"choose from: {', '.join(objectives) or 'none (the suite has no tasks)'}", ("objective",), "objective")
+    base = cells[0].config.model_dump()
+    for path, param in search.space.items():
+        at = ("space", path)
+        *parents, leaf = path.split(".")
+        holder = _model_at(RunConfig, tuple(parents))
+        if holder is None or leaf not in holder.model_fields:
+            fail(f"'{path}' is not a run setting{did_you_mean(leaf, list(holder.model_fields) if holder else [])}", at,
+                 f"space.{path}")
+        values = param.choices if param.type == "categorical" else \
+            ([int(param.low), int(param.high)] if param.type == "int" else [param.low, param.high])
+        if param.type == "int" and (param.low != int(param.low) or param.high != int(param.high)):
+            fail("an int parameter needs integer low and high", at, f"space.{path}")
+        for value in values:
+            try:
+                RunConfig.model_validate(set_path(base, tuple(path.split(".")), value))
+            except ValidationError as e:
+                first = e.errors()[0]
+                fail(f"trial value {value!r}: {first['msg']}", at, f"space.{path}")
 
 
 def _check_pretrain_seeds(cfg: SuiteConfig, source: Source) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import results as results_mod
 from .config import ConfigError, flatten
 from .metrics import METRICS
+from .paths import path_part
 from .robustness import GENERATOR_CHECKPOINT, RobustSettings
 from .suite import (
     Plan,
@@ -27,12 +28,16 @@ from .suite import (
     stored_record,
     timed,
     unit_record,
+    unit_store,
     upstream_of,
 )
 from .tables import render_all
 from .tracking import environment_info, make_tracker
 from .verdicts import judge
 
+# work/<suite>/tracking.open: a run opened the suite's MLflow runs and has not closed them (killed, even after its
+# last record): the next `run` enters every cell run and the suite run again, which closes them (FINISHED).
+OPEN_MARK = "tracking.open"
 FAILURES = "failures.jsonl"  # work/<suite>/failures.jsonl: failed units and why (plan shows them)
 
 
@@ -65,12 +70,13 @@ def run_plan(plan: Plan, show_progress: bool = True) -> list[Unit]:
     pending = [u for u in plan.units if u.status != "done"]
     _log(f"suite {cfg.name}: {len(plan.units)} units, {len(plan.units) - len(pending)} done, "
          f"{len(pending)} to run")
-    if not pending:  # fully cached: no tracker, no training imports
+    left_open = (plan.work_dir / OPEN_MARK).exists()
+    if not pending and not left_open:  # fully cached: no tracker, no training imports
         render(plan)
         return []
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     with suite_lock(plan.work_dir / "run.lock"):
-        return _run_pending(plan, show_progress)
+        return _run_pending(plan, show_progress, reopen=left_open)
 
 
 @contextmanager
@@ -87,7 +93,7 @@ def suite_lock(path: Path, shared: bool = False):
         yield
 
 
-def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
+def _run_pending(plan: Plan, show_progress: bool, reopen: bool = False) -> list[Unit]:
     from .units import Env  # deferred, as every units/torch import here: a fully cached run never loads torch
 
     cfg = plan.suite.config
@@ -96,10 +102,12 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
     plan.records_path.parent.mkdir(parents=True, exist_ok=True)
     failed_pretrain: dict[str, str] = {}
     bad: list[Unit] = []
+    mark = plan.work_dir / OPEN_MARK
+    mark.write_text("the suite's MLflow runs are open\n")
     with suite_run_of(plan, tracker) as suite_run:
         for cell in plan.cells:
             units = [u for u in plan.units if u.cell is cell]
-            if all(u.status == "done" for u in units):
+            if all(u.status == "done" for u in units) and not reopen:
                 continue
             with cell_run_of(plan, tracker, cell, suite_run) as cell_run:
                 for unit in units:
@@ -118,6 +126,7 @@ def _run_pending(plan: Plan, show_progress: bool) -> list[Unit]:
                 log_cell_summary(plan, cell, cell_run)
         for path in render(plan):
             suite_run.log_artifact(path, "tables")
+    mark.unlink(missing_ok=True)  # the suite run and every cell run are closed
     return bad
 
 
@@ -211,7 +220,7 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 for split in ("train", spec.dev_splits[0]):
                     run.log_dataset(f"{unit.task}/{split}", str(spec.file_path(split, plan.data_root)),
                                     f"{spec.name}:{spec.version}", "training" if split == "train" else "evaluation")
-                preds_dir = plan.work_dir / "predictions" / cell.label.replace("/", "_")
+                preds_dir = plan.work_dir / "predictions" / path_part(cell.label)
                 robust = robust_settings(plan)  # None unless the suite has a `robustness:` section
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
                                                        encoder_source(plan, cell), run.log_metrics, preds_dir,
@@ -220,8 +229,8 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
             record = unit_record(plan, unit, out["metrics"], out["flags"], headline_metric=spec.headline,
                                  headline=out["headline"], higher_is_better=METRICS.get(spec.headline).higher_is_better,
                                  n_train=out["n_train"], n_dev=out["n_dev"], wall_s=wall)
+        store_record(plan, record)  # first: a kill between the two leaves a record another suite can adopt
         write(record)
-        store_record(plan, record)
         unit.status = "done"
         _log(f"   done in {wall:.0f}s: " + json.dumps({k: round(v, 4) for k, v in list(out['metrics'].items())[:6]}))
         return True
@@ -265,15 +274,18 @@ def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> No
     """Take a unit another suite already ran (same run key): its record, re-labelled for this suite and cell;
     its numbers, code version and wall time stay those of the run that made them."""
     here = base_record(plan, unit)
-    record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes", "pretrain_seed")},
-              "shared_from": shared.get("shared_from", shared["suite"])}
-    tags = {"suite": plan.suite.config.name, "shared_from": record["shared_from"]}
+    own = shared["suite"] == here["suite"] and "shared_from" not in shared  # stored, then killed before the append
+    record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes", "pretrain_seed")}}
+    if not own:
+        record["shared_from"] = shared.get("shared_from", shared["suite"])
+    tags = {"suite": plan.suite.config.name, "shared_from": record.get("shared_from", record["suite"])}
     with tracker.run(unit_name(unit), unit.key, unit.kind, cell_run, tags) as run:
         metrics = final_metrics(record["metrics"]) if unit.kind == "finetune" else record["metrics"]
         run.log_metrics(metrics, record.get("steps") or 0)
     write(record)
     unit.status = "done"
-    _log(f"   shared: finished earlier in suite {record['shared_from']} (same run key), record adopted")
+    _log(f"   recorded: finished before a kill, record taken from {unit_store(plan)}" if own else
+         f"   shared: finished earlier in suite {record['shared_from']} (same run key), record adopted")
 
 
 def log_cell_summary(plan: Plan, cell, cell_run) -> None:

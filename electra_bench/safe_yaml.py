@@ -59,6 +59,9 @@ def check_limits(text: str) -> None:
             if stack:
                 stack[-1][1] += count
         elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)):
+            if isinstance(event, yaml.AliasEvent) and event.anchor not in sizes and \
+                    any(a == event.anchor for a, _ in stack):  # a cycle: every walk of the tree would recurse forever
+                raise YamlLimitError(f"recursive alias *{event.anchor} (an anchor used inside itself)", _line(event))
             count = sizes.get(event.anchor, 1) if isinstance(event, yaml.AliasEvent) else 1
             if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
                 sizes[event.anchor] = 1

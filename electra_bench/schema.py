@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .paths import check_name
 from .perturb import PERTURBATIONS  # the registry is the one list of perturbation kinds
 from .registry import UnknownName
 
@@ -364,9 +365,7 @@ class SuiteConfig(Strict):
     @field_validator("name")
     @classmethod
     def _no_traversal(cls, v: str) -> str:
-        if ".." in v.split("/") or v.startswith("/"):
-            raise ValueError("name must not contain '..' or start with '/' (it names folders)")
-        return v
+        return check_name(v, nested=True)  # paths.py: the one check for names used in paths
 
     @field_validator("pretrain_seeds")
     @classmethod

@@ -15,7 +15,6 @@ SQLite store under the work dir by default, or a server URL. URLs are logged wit
 from __future__ import annotations
 
 import json
-import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .config import ConfigError
+from .redact import mask, mask_logging, remember
 from .suite import code_version
 
 MAX_PARAM_CHARS = 6000  # MLflow 3 param value limit
@@ -64,9 +64,7 @@ class Tracker(Protocol):
     def mark_lost(self, key: str, reason: str) -> None: ...
 
 
-def mask_credentials(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    return re.sub(r"(//[^:/@\s]+):[^@/\s]+@", r"\1:***@", url)
+mask_credentials = mask  # the one masker (redact.py): URLs, messages, artifacts
 
 
 class NullRun:
@@ -113,14 +111,16 @@ class NullTracker:
 
 
 class MlflowRun(NullRun):
-    def __init__(self, client, run_id: str):
+    def __init__(self, client, run_id: str, logged: set | None = None):
         self.client, self.id = client, run_id
+        self.logged = logged or set()  # (key, step, value) already in the run: a resumed unit logs them once
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if v is not None and (k, step, float(v)) not in self.logged]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.id, metrics=batch[i:i + 1000])
 
@@ -128,7 +128,7 @@ class MlflowRun(NullRun):
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.id).data.params
-        new = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items() if k not in existing]
+        new = [Param(k, mask(str(v))[:MAX_PARAM_CHARS]) for k, v in params.items() if k not in existing]
         for i in range(0, len(new), 100):
             self.client.log_batch(self.id, params=new[i:i + 100])
 
@@ -136,11 +136,11 @@ class MlflowRun(NullRun):
         self.client.log_artifact(self.id, str(path), subdir)
 
     def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.id, text, name)
+        self.client.log_text(self.id, mask(text), name)  # suite.yaml, resolved config: tracking URIs masked
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.id, k, str(v))
+            self.client.set_tag(self.id, k, mask(str(v)))
 
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None:
         """A data file or corpus as a run input (the UI's Datasets column); context: training / evaluation."""
@@ -186,7 +186,7 @@ class MlflowTracker:
         """The run of a unit whose worker died: KILLED, with the reason (a re-claim reopens the same run)."""
         run = self._find(key)
         if run is not None and run.info.status == "RUNNING":
-            self.client.set_tag(run.info.run_id, "error", reason[:5000])
+            self.client.set_tag(run.info.run_id, "error", mask(reason)[:5000])
             self.client.set_terminated(run.info.run_id, "KILLED")
 
     @contextmanager
@@ -198,12 +198,15 @@ class MlflowTracker:
                     **(tags or {})}
         if parent is not None and parent.id:
             all_tags["mlflow.parentRunId"] = parent.id
+        logged: set = set()
         if existing is not None:
             run_id = existing.info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            for metric in existing.data.metrics:  # a resumed or retried unit re-logs points: keep one of each
+                logged.update((metric, m.step, m.value) for m in self.client.get_metric_history(run_id, metric))
         else:
             run_id = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
-        handle = MlflowRun(self.client, run_id)
+        handle = MlflowRun(self.client, run_id, logged)
         handle.set_tags({k: v for k, v in all_tags.items() if not k.startswith("mlflow.runName")})
         try:
             yield handle
@@ -224,11 +227,14 @@ def make_tracker(uri: str | None, experiment: str, enabled: bool, work_dir: Path
     if not enabled:
         return NullTracker()
     work_dir.mkdir(parents=True, exist_ok=True)
+    remember(uri)
     uri = uri or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
     artifacts = (work_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite") else None
     try:
         with _store_lock(work_dir, uri.startswith("sqlite")):
-            return MlflowTracker(uri, experiment, artifacts)
+            tracker = MlflowTracker(uri, experiment, artifacts)
+        mask_logging()  # mlflow's own log handlers (its "View run at <url>" lines) exist once it is imported
+        return tracker
     except Exception as exc:  # an unreachable server or unusable store: say which, with credentials masked
         raise ConfigError(f"cannot open the MLflow tracking store {mask_credentials(uri)}: "
                           f"{type(exc).__name__}: {mask_credentials(str(exc).splitlines()[0])[:300]}", None, None,

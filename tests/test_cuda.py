@@ -106,7 +106,7 @@ def test_gpu_options_pretrain_on_cuda(tmp_path):
                       device="cuda", log_every=4, **pre)
         cfg = RunConfig(model=tiny_model_config(attention="sdpa"), tokenizer=TokenizerConfig(vocab=str(vocab)),
                         corpus=CorpusConfig(sources=SOURCES, max_seq_length=32, heldout_blocks=8),
-                        pretrain=PretrainConfig(**fields))
+                        pretrain=PretrainConfig(**fields), finetune={"max_seq_length": 64})
         logs = Logs()
         run_pretrain(cfg, env, tmp_path / name, logs)
         return logs.series("train/loss")

@@ -290,6 +290,134 @@ def test_rerun_of_finished_suite_trains_nothing(killed_twice, monkeypatch, capsy
     assert elapsed < 20, elapsed  # ~0.2 s on an idle machine; generous for the shared one
 
 
+@pytest.mark.slow
+def test_resumed_units_log_each_metric_point_once(killed_twice):
+    """Run 2 resumed pre-training from its saved state and re-ran the steps after it: each (metric, step) point
+    is in MLflow once, not once per run that computed it (issue #17)."""
+    from mlflow.tracking import MlflowClient
+
+    k = killed_twice
+    client = MlflowClient(tracking_uri=f"sqlite:///{k.tmp / 'work' / k.name / 'mlflow.db'}")
+    twice = []
+    for run in mlflow_runs(k.tmp, k.name):
+        for key in run.data.metrics:
+            steps = collections.Counter(m.step for m in client.get_metric_history(run.info.run_id, key))
+            twice += [(run.info.run_name, key, s) for s, n in steps.items() if n > 1]
+    assert twice == [], twice[:10]
+
+
+# -------------------------------------------------------------------------- kills at the very end (issue #17)
+
+KILLED_AT = """
+import os, sys
+from electra_bench import cli, results, runner
+point = sys.argv[2]
+if point == "after_record_append":  # SIGKILL right after the line is written (nothing after it runs)
+    real = results.append_record
+    def append_record(*a, **kw):
+        real(*a, **kw)
+        os._exit(137)
+    results.append_record = append_record
+else:  # after the last record: in the cell summary, or in the final render
+    def die(*a, **kw):
+        os._exit(137)
+    name = {"last_cell_summary": "log_cell_summary", "final_render": "render"}[point]
+    assert hasattr(runner, name), name  # the kill point must exist, or the test would test nothing
+    setattr(runner, name, die)
+sys.exit(cli.main(["run", sys.argv[1], "--no-progress"]))
+"""
+
+
+def _killed_at(suite: Path, point: str, log: Path) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    with open(log, "wb") as out:
+        return subprocess.run([sys.executable, "-c", KILLED_AT, str(suite), point], stdout=out,
+                              stderr=subprocess.STDOUT, env=env, cwd=suite.parent, timeout=300).returncode
+
+
+def _one_unit_suite(tmp: Path, name: str, data_root: Path) -> Path:
+    suite = write_suite(tmp, name, data_root, RANDOM_ONLY)
+    suite.write_text(suite.read_text().replace("tasks: [sst2, conll2003]\nseeds: [0, 1]", "tasks: [sst2]\nseeds: [0]"))
+    return suite
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["last_cell_summary", "final_render"])
+def test_kill_at_the_very_end_leaves_no_running_run(point, fast_tmp, data_root):
+    """Killed after its last record (in the cell summary) or while rendering the tables, a run leaves the suite
+    run and the cell run RUNNING; the re-run, with nothing left to train, closes them."""
+    name = f"end-{point.replace('_', '-')}"
+    suite = _one_unit_suite(fast_tmp, name, data_root)
+    assert _killed_at(suite, point, fast_tmp / "killed.log") == 137, (fast_tmp / "killed.log").read_text()[-3000:]
+    assert len(read_all(records_path(fast_tmp, name))) == 1
+    running = [r.info.run_name for r in mlflow_runs(fast_tmp, name) if r.info.status == "RUNNING"]
+    assert "suite/" + name in running, running  # the state the re-run must repair
+    rerun = Child(suite, fast_tmp / "rerun.log")
+    assert rerun.finish() == 0, rerun.text()[-3000:]
+    assert "1 done, 0 to run" in rerun.text()
+    runs = mlflow_runs(fast_tmp, name)
+    assert [(r.info.run_name, r.info.status) for r in runs if r.info.status != "FINISHED"] == []
+    assert max(runs_per_key(runs).values()) == 1
+    assert len(read_all(records_path(fast_tmp, name))) == 1
+
+
+@pytest.mark.slow
+def test_kill_right_after_the_record_append_keeps_the_shared_unit_entry(fast_tmp, data_root):
+    """The unit store entry (work/units/<key>.json, what other suites adopt) is written before the record line, so a
+    kill right after the append cannot leave a recorded unit that another suite would train again."""
+    name = "after-append"
+    suite = _one_unit_suite(fast_tmp, name, data_root)
+    assert _killed_at(suite, "after_record_append", fast_tmp / "killed.log") == 137, \
+        (fast_tmp / "killed.log").read_text()[-3000:]
+    (record,) = read_all(records_path(fast_tmp, name))
+    stored = fast_tmp / "work" / "units" / f"{record['run_key']}.json"
+    assert stored.exists() and json.loads(stored.read_text()) == record
+
+
+@pytest.mark.slow
+def test_a_credentialed_tracking_uri_leaves_no_secret_behind(fast_tmp, data_root):
+    """A run against an `mlflow server` reached as http://user:<password>@host (the password has '/' and '@'):
+    the secret is in no output, record, file under work/ or results/, MLflow artifact, param or tag (issue #17)."""
+    import socket
+    from urllib.parse import quote
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server_dir = fast_tmp / "server"
+    server_dir.mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{server_dir / 'mlflow.db'}", "--artifacts-destination",
+                               str(server_dir / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                              cwd=server_dir, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the mlflow server did not start"
+                time.sleep(0.5)
+        secret = "pa/ss@w0rd-7Qx"
+        uri = f"http://alice:{quote(secret, safe='')}@127.0.0.1:{port}"
+        suite = _one_unit_suite(fast_tmp, "secret", data_root)
+        suite.write_text(suite.read_text() + f"tracking: {{uri: '{uri}'}}\n")
+        child = Child(suite, fast_tmp / "run.log")
+        assert child.finish() == 0, child.text()[-3000:]
+        forms = {secret.encode(), quote(secret, safe="").encode(), quote(secret).encode()}
+        leaks = [str(p) for p in fast_tmp.rglob("*") if p.is_file() and p != suite
+                 and any(f in p.read_bytes() for f in forms)]
+        assert leaks == [], leaks  # run.log (stdout + stderr), records, work/, the server's store and artifacts
+        assert (server_dir / "artifacts").exists() and any((server_dir / "artifacts").rglob("suite.yaml"))
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 # ---------------------------------------------------------------------------------------- failure isolation
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from electra_bench.metrics import METRICS
+from electra_bench.paths import check_name
 from electra_bench.registry import Registry, UnknownName
 
 Column = str | int  # a header name, or a 0-based position (negative counts from the end) for header-less files
@@ -87,6 +88,11 @@ class TaskSpec(BaseModel):
     # task is not, unless its definition says so. Presentation only: not part of a run key (suite.finetune_key).
     glue: bool = False
     version: str = "1"  # bump when loading or the files change meaning: part of the data cache key and run key
+
+    @field_validator("name")
+    @classmethod
+    def _path_safe(cls, v: str) -> str:
+        return check_name(v)  # prediction files and caches are named after the task
 
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:

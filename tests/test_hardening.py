@@ -1,0 +1,102 @@
+"""Issue #17: the inputs and crash points that slipped through #8's bad-input corpus, one test per class not
+covered by a file in tests/bad_inputs/ (those need no code: a case is a file).
+
+- class 1: a suite file over the size limit (generated: 1 MB is not committed);
+- class 6: the one masker (redact.py) on passwords with '/' or '@', tokens as user names, query-string tokens;
+- class 8: a corrupt records.jsonl line under `plan`, Ctrl-C, `ui --port 70000`, `ui --host 0.0.0.0`.
+The crash-point and end-to-end secret tests are in test_resume.py (they share its child processes).
+"""
+from __future__ import annotations
+
+import pytest
+from test_bad_inputs import SUITES, run_cli, sandbox, the_message  # noqa: F401 - sandbox is a fixture
+
+from electra_bench import cli, redact
+from electra_bench.tracking import mask_credentials
+
+VALID = SUITES / "parts" / "valid_base.yaml"
+
+
+def _valid(box):
+    return str(box.suites / "parts" / "valid_base.yaml")
+
+
+def test_suite_file_over_the_size_limit(sandbox, capsys):  # noqa: F811
+    big = sandbox.suites / "big.yaml"
+    big.write_text("name: big\ndescription: \"" + "x" * 1_000_000 + "\"\n")
+    res = run_cli(["validate", str(big), "--data-root", str(sandbox.data)], capsys)
+    assert res.code == 2 and "larger than 1,000,000 bytes" in the_message(res.stderr)
+    assert sandbox.written() == []
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://bob:s3cret@db-host/electra", "s3cret"),
+    ("http://alice:pa/ss@w0rd@mlflow-host:5000/api", "pa/ss@w0rd"),  # '/' and '@' in the password
+    ("https://ghp_abcdefghijklmnopqrstuvwxyz0123@github.com/org/repo", "ghp_abcdefghijklmnopqrstuvwxyz0123"),
+    ("http://mlflow-host:5000/?token=tok-123456&x=1", "tok-123456"),
+    ("s3://bucket/path?X-Amz-Signature=abcdef123456&X-Amz-Credential=AKIAXYZ", "abcdef123456"),
+])
+def test_masker_hides_every_kind_of_secret(url, secret):
+    assert secret not in mask_credentials(url)
+    assert secret not in redact.mask(f"error: cannot open {url}: refused")
+    assert "***" in redact.mask(url)
+
+
+def test_remembered_secrets_are_masked_in_any_form():
+    redact.remember("http://carol:p%2Fq%40r99@host:5000")
+    try:
+        text = redact.mask("the server said: user carol, password p/q@r99 (p%2Fq%40r99) rejected")
+        assert "p/q@r99" not in text and "p%2Fq%40r99" not in text
+    finally:
+        redact._known.clear()
+
+
+def test_urls_without_secrets_are_left_alone():
+    for url in ("sqlite:////tmp/work/mlflow.db", "http://127.0.0.1:5000/#/experiments/1", "postgresql://db/x"):
+        assert redact.mask(url) == url
+
+
+def test_plan_with_a_corrupt_records_line(sandbox, capsys):  # noqa: F811
+    records = sandbox.root / "results" / "valid-base" / "records.jsonl"
+    records.parent.mkdir(parents=True)
+    records.write_text('{"not": "closed"\n')
+    res = run_cli(["plan", _valid(sandbox), "--data-root", str(sandbox.data)], capsys)
+    msg = the_message(res.stderr)
+    assert res.code == 2 and f"{records}:1:" in msg and "not a JSON record" in msg
+    assert records.read_text() == '{"not": "closed"\n'
+
+
+def test_ctrl_c_is_one_line(sandbox, capsys, monkeypatch):  # noqa: F811
+    def interrupted(suite, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "plan", interrupted)
+    res = run_cli(["plan", _valid(sandbox), "--data-root", str(sandbox.data)], capsys)
+    assert res.code == 130 and "Traceback" not in res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [
+        "interrupted: records of finished units are kept; re-run to continue"]
+
+
+def test_ui_port_out_of_range(sandbox, capsys):  # noqa: F811
+    res = run_cli(["ui", _valid(sandbox), "--data-root", str(sandbox.data), "--port", "70000"], capsys)
+    assert res.code == 2 and "port 70000 is not in 1-65535" in the_message(res.stderr)
+
+
+def test_ui_on_all_interfaces_warns_and_keeps_the_uri_out_of_argv(sandbox, capsys, monkeypatch):  # noqa: F811
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:  # a port free right now
+        sock.bind(("0.0.0.0", 0))
+        port = str(sock.getsockname()[1])
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv, env: calls.append((argv, env)) or 0)
+    uri = "http://alice:pa/ss@w0rd@mlflow-host:5000"
+    res = run_cli(["ui", _valid(sandbox), "--data-root", str(sandbox.data), "--host", "0.0.0.0", "--port", port,
+                   "--set", f"tracking.uri={uri}"], capsys)
+    assert res.code == 0, res.stderr
+    assert "warning: --host 0.0.0.0 serves the MLflow tracking API" in res.stderr
+    (argv, env), = calls
+    assert uri not in " ".join(argv) and env["MLFLOW_BACKEND_STORE_URI"] == uri
+    assert "pa/ss@w0rd" not in res.stdout + res.stderr
+    redact._known.clear()
