@@ -349,6 +349,10 @@ def cell_infos(records: Iterable[dict]) -> dict[str, CellInfo]:
     return dict(sorted(infos.items()))
 
 
+# Figures of a pre-training record besides its metrics, usable as table `extra` columns and plot axes.
+PRETRAIN_FIGURES = ("train_flops", "train_flops_official", "train_flops_compute", "train_tokens", "params", "steps")
+
+
 def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
     """Per cell: median over pretraining seeds of each RTD metric, plus train_flops and params when recorded.
 
@@ -363,7 +367,8 @@ def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
         good = [r for r in rs if DIVERGED not in r["flags"]]
         cols: dict[str, list[float]] = {}
         for r in good:
-            for k, v in [*r["metrics"].items(), ("train_flops", r.get("train_flops")), ("params", r.get("params"))]:
+            figures = [(k, r.get(k)) for k in PRETRAIN_FIGURES]
+            for k, v in [*r["metrics"].items(), *figures]:
                 if _finite(v):
                     cols.setdefault(k, []).append(float(v))
         out[cell] = {k: float(np.median(v)) for k, v in sorted(cols.items())}

@@ -208,7 +208,9 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
             record = unit_record(plan, unit, out["metrics"], [], train_flops=out["train_flops"], params=out["params"],
                                  steps=out["steps"], precision=cell.config.pretrain.precision,
-                                 flops_convention=cell.config.pretrain.flops_convention, wall_s=wall)
+                                 flops_convention=cell.config.pretrain.flops_convention, wall_s=wall,
+                                 train_tokens=out["train_tokens"],
+                                 **{k: v for k, v in out.items() if k.startswith("train_flops_")})
         else:
             spec = plan.suite.tasks[unit.task]
             with tracker.run(name, unit.key, "finetune", cell_run,

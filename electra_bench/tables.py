@@ -15,8 +15,9 @@ The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.f
   glue_tasks      [task names] averaged into the GLUE column (a suite: its tasks with `TaskSpec.glue`; a mapping
                   without it: `columns`); the column appears when there are at least two
   rows            [selectors] (label/cell string or axis dict) fixing row order; default: every cell, by axes
-  extra           [names] from the pretrain records: "train_flops", "params" or a held-out metric ("disc_recall",
-                  "disc_auc", "lookup_auc", "token_cosine", ...)
+  extra           [names] from the pretrain records: "train_flops" (the run's FLOPs convention, named in the
+                  notes), "train_flops_official", "train_flops_compute", "params", "steps" or a held-out
+                  pre-training metric ("disc_auc", "lookup_auc", "token_cosine", "disc_recall", ...)
   spread, digits  "sd" or "ci" after the median; decimals of metric values
   reference       {row name: {column: number}}: paper numbers, shown in a "<column> (<reference_name>)" column
   claims          [claims] judged by `verdicts.evaluate_claims` (rules in its docstring) into the verdicts section;
@@ -107,6 +108,7 @@ class Figure:
     ticks: list[str]  # categorical axis: the tick labels; numeric axis: []
     logx: bool
     lines: list[tuple[str, list[Point]]]
+    bands: list[tuple[str, tuple[float, ...]]] = field(default_factory=list)  # (label, seeds): drawn as a band
 
 
 def _axis_sort_key(info: CellInfo) -> tuple:
@@ -209,7 +211,7 @@ def _notes(records: Sequence[dict], stats: list, spec: TableSpec, columns: list[
 def _fmt_extra(column: str, x: float) -> str:
     if column == "params":
         return f"{x / 1e6:.1f}M"
-    if column == "train_flops":
+    if column.startswith("train_flops"):
         return f"{x:.2e}"
     return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # RTD metrics (recall, AUC, accuracy) are fractions
 
@@ -332,6 +334,8 @@ def figure(infos: Mapping[str, CellInfo], stats: Mapping[tuple[str, str], CellTa
     shows the GLUE score with bootstrap 95% CI error bars, since seed k of two tasks are unrelated runs.
     `logx` defaults to on for train_flops/params."""
     axis, metric = plot.axis, plot.metric
+    if axis == PRETRAIN_TOKENS:
+        return _tokens_figure(infos, stats, pre, plot)
     if metric == "glue" and not glue_tasks:
         raise ValueError("plot: metric 'glue' needs glue_tasks")
     if metric != "glue" and not any(t == metric for _, t in stats):
@@ -362,6 +366,36 @@ def figure(infos: Mapping[str, CellInfo], stats: Mapping[tuple[str, str], CellTa
                   plot.logx if plot.logx is not None else axis in ("train_flops", "params"), lines)
 
 
+PRETRAIN_TOKENS = "pretrain_tokens"  # plot axis: tokens seen by the checkpoint a cell fine-tunes (budget curves)
+
+
+def _tokens_figure(infos: Mapping[str, CellInfo], stats: Mapping[tuple[str, str], CellTaskStats],
+                   pre: Mapping[str, dict], plot: PlotConfig) -> Figure:
+    """A budget curve: a task's headline (median over seeds, seeds as points) against the pre-training tokens of
+    the checkpoint each cell fine-tunes (`train_tokens` of its pre-training x its `finetune.checkpoint` axis value),
+    one line per row label (the label without its axis values); cells without a pre-training (random init) are a
+    band spanning their seeds' scores. The checkpoint must be a suite axis (a cell `set` is not in the records)."""
+    metric = plot.metric
+    if not any(t == metric for _, t in stats):
+        raise ValueError(f"plot: no records of task '{metric}'{did_you_mean(metric, sorted({t for _, t in stats}))}")
+    lines: dict[str, list[Point]] = {}
+    bands = []
+    for c, info in infos.items():
+        if (s := stats.get((c, metric))) is None or not s.n:
+            continue
+        name = info.name.rsplit(" (", 1)[0] if info.axes and info.name.endswith(")") else info.name
+        if "train_tokens" not in pre.get(c, {}):
+            bands.append((name, tuple(s.values)))
+            continue
+        x = pre[c]["train_tokens"] * float(info.axes.get("finetune.checkpoint", 1.0))
+        lines.setdefault(name, []).append(Point(x, s.median, seeds=tuple(s.values)))
+    headline = {s.metric for (_, t), s in stats.items() if t == metric}
+    return Figure(plot.file or f"{metric}_vs_{PRETRAIN_TOKENS}.png", "pre-training tokens",
+                  f"{metric} {'/'.join(sorted(headline))} (median over seeds)", [],
+                  plot.logx if plot.logx is not None else True,
+                  [(k, sorted(v, key=lambda p: p.x)) for k, v in sorted(lines.items())], sorted(bands))
+
+
 def draw_plot(fig_data: Figure, out_png: str | Path) -> Path:
     """PNG of a Figure. Uses the Agg canvas directly (no pyplot global state)."""
     from matplotlib.figure import Figure as MplFigure  # imported here: tables render without matplotlib until a plot
@@ -375,13 +409,16 @@ def draw_plot(fig_data: Figure, out_png: str | Path) -> Path:
             else:
                 ax.scatter([p.x] * len(p.seeds), p.seeds, s=12, alpha=0.35, color="gray")
         ax.plot([p.x for p in points], [p.y for p in points], marker="o", label=label or None)
+    for label, seeds in fig_data.bands:  # e.g. random init: the span of its seeds, its median dashed
+        ax.axhspan(min(seeds), max(seeds), alpha=0.15, color="gray", label=f"{label} (seed range)")
+        ax.axhline(float(np.median(seeds)), color="gray", ls="--", lw=1)
     if fig_data.ticks:
         ax.set_xticks(range(len(fig_data.ticks)), fig_data.ticks)
     if fig_data.logx:
         ax.set_xscale("log")
     ax.set_xlabel(fig_data.axis)
     ax.set_ylabel(fig_data.ylabel)
-    if any(label for label, _ in fig_data.lines):
+    if any(label for label, _ in fig_data.lines) or fig_data.bands:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -88,14 +88,15 @@ def get_blocks(run: RunConfig, tokenizer, tokenizer_id: str, env: Env, seed: int
     return train, held
 
 
-def flops_per_step(run: RunConfig, vocab_size: int) -> float:
+def flops_per_step(run: RunConfig, vocab_size: int, convention: str | None = None) -> float:
+    """FLOPs of one step under `convention` (None: the run's `pretrain.flops_convention`)."""
     pre, dims = run.pretrain, disc_dims(run.model)
     disc = flops.EncoderDims.from_dims(dims, vocab_size)
     gen = None
     if pre.objective != "mlm" and pre.generator_size != "unigram":
         gen = flops.EncoderDims.from_dims(generator_dims(dims, float(pre.generator_size)), vocab_size)
     return flops.train_flops_per_step(disc, gen, pre.objective, run.corpus.max_seq_length, pre.batch_size,
-                                      pre.mask_prob, pre.flops_convention)
+                                      pre.mask_prob, convention or pre.flops_convention)
 
 
 def planned_steps(run: RunConfig, vocab_size: int) -> int:
@@ -125,7 +126,8 @@ def settings_for(run: RunConfig, steps: int, device: str) -> PretrainSettings:
 
 
 def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None) -> dict:
-    """Pre-train one cell into `out_dir`; returns {"metrics", "train_flops", "params", "steps"}."""
+    """Pre-train one cell into `out_dir`; returns {"metrics", "train_flops", "params", "steps"} and the FLOPs under
+    each convention (`train_flops_official`, `train_flops_compute`; train_flops is the run's convention's)."""
     tokenizer, tok_id = get_tokenizer(run, env)
     train, held = get_blocks(run, tokenizer, tok_id, env)
     vocab = vocab_of(tokenizer)
@@ -145,7 +147,10 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
     log({"pretrain/flops_per_step": fps, "pretrain/steps": steps, "pretrain/train_blocks": len(train)}, 0)
     metrics = pretrain(algorithm, train, held, settings, out_dir, tokenizer, log, env.show_progress)
     params = sum(p.numel() for p in objective.encoder().parameters())
-    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps}
+    by_convention = {f"train_flops_{c}": flops_per_step(run, vocab.size, c) * steps for c in flops.CONVENTIONS}
+    tokens = steps * run.pretrain.batch_size * run.corpus.max_seq_length  # token slots (packed blocks: ~no padding)
+    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps, "train_tokens": tokens,
+            **by_convention}
 
 
 

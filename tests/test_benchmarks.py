@@ -77,7 +77,26 @@ def test_finetune_step_quick(bench, tmp_path):
     assert "N = 24 examples (capped from 40)" in md and "--examples 24" in md
 
 
-@pytest.mark.parametrize("name", ["pretrain_step", "finetune_step"])
+def test_pretrain_loop_quick(bench, tmp_path):
+    """The side-by-side of the no-sync loop and the previous one (read from git) runs and records both."""
+    import subprocess
+
+    module = bench("pretrain_loop")
+    if subprocess.run(["git", "cat-file", "-e", f"{module.PREVIOUS_COMMIT}^{{commit}}"], capture_output=True,
+                      cwd=BENCH).returncode:
+        pytest.skip(f"this clone lacks commit {module.PREVIOUS_COMMIT} (the previous loop is read from git)")
+    rec = module.main(["--quick", "--threads", "1", "--reps", "2", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "pretrain_loop.json").read_text())
+    assert saved["runs"].keys() == {"previous", "no-sync"} and saved == json.loads(json.dumps(rec))
+    for runs in saved["runs"].values():
+        assert len(runs) == 2 and all(len(r["windows_tokens_per_s"]) == 3 for r in runs)  # 6 steps, log every 2
+        assert all(r["tokens_per_s"] > 0 for r in runs)
+    assert saved["ratio_nosync_vs_previous"] == pytest.approx(
+        saved["tokens_per_s"]["no-sync"] / saved["tokens_per_s"]["previous"])
+    assert "Ratio no-sync / previous" in (tmp_path / "pretrain_loop.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["pretrain_step", "finetune_step", "pretrain_loop"])
 def test_help_says_what_is_measured(bench, name, capsys):
     with pytest.raises(SystemExit) as exit_:
         bench(name).main(["--help"])

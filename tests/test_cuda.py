@@ -116,3 +116,16 @@ def test_gpu_options_pretrain_on_cuda(tmp_path):
     every = run("all", fused_adam=True, compile="default", sdpa_backend="efficient", grad_accumulation=2,
                 precision="bf16")
     assert sorted(every) == [4, 8, 12] and all(v == v for v in every.values())
+
+
+def test_pretrain_loop_sweep_on_cuda(tmp_path):
+    """benchmarks/pretrain_loop.py --device cuda --quick: the batch sweep and every option run and are recorded."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pretrain_loop
+
+    rec = pretrain_loop.main(["--quick", "--device", "cuda", "--budget-s", "600", "--out", str(tmp_path)])
+    assert (tmp_path / "pretrain_loop_cuda.md").exists()
+    assert all(row.get("tokens_per_s", 0) > 0 and 0 < row["mfu"] < 1 for row in rec["rows"].values()), rec["rows"]

@@ -408,3 +408,57 @@ def test_budget_flops_gives_equal_compute_steps():
     assert bert_steps * flops_per_step(bert_b, 30522) == pytest.approx(budget, rel=1e-3)
     assert 1.25 < bert_steps / 1000 < 1.40  # a 1/4-width generator costs ~1.32x a BERT step (reference §11)
     assert planned_steps(RunConfig(pretrain=PretrainConfig(steps=77)), 30522) == 77  # no budget: the steps field
+
+
+# --- held-out metrics of issue 14: T=1 fakes, the context-free baseline, token cosine --------------------------------
+
+def _tiny_electra(vocab_file, tokenizer, env, **pretrain):
+    from electra_bench.build import build_objective
+    from electra_bench.model.algorithms import Algorithm
+    from electra_bench.units import get_blocks, settings_for, vocab_of
+
+    run = run_config(vocab_file, **pretrain)
+    train, held = get_blocks(run, tokenizer, "fixture", env)
+    torch.manual_seed(0)
+    obj = build_objective(run.model, run.pretrain, vocab_of(tokenizer))
+    return Algorithm(obj), train, held, settings_for(run, 12, "cpu")
+
+
+def test_pretrain_result_counts_flops_under_both_conventions(run_a):
+    result = run_a[1]
+    assert result["train_flops_compute"] < result["train_flops_official"] == result["train_flops"]  # default official
+    assert result["train_tokens"] == 12 * 4 * 32  # steps x batch x sequence length
+
+
+def test_heldout_metrics_of_a_t2_model_are_those_of_its_weights_at_t1(vocab_file, tokenizer, env):
+    """A model trained at T=2 is scored on the paper's T=1 fakes: the same held-out numbers as the same weights
+    with a T=1 generator (and its temperature is back at 2 after)."""
+    from electra_bench.pretrain import evaluate
+
+    hot, train, held, s = _tiny_electra(vocab_file, tokenizer, env, temperature=2.0)
+    cold, *_ = _tiny_electra(vocab_file, tokenizer, env, temperature=1.0)
+    cold.objective.load_state_dict(hot.objective.state_dict())
+    m_hot, m_cold = evaluate(hot, held, s, train), evaluate(cold, held, s, train)
+    assert hot.objective.generator.temperature == 2.0
+    for key in ("disc_auc", "disc_recall", "replaced_frac", "lookup_auc", "token_cosine"):
+        assert m_hot[key] == pytest.approx(m_cold[key]), key
+
+
+def test_lookup_auc_finds_a_token_identity_shortcut_end_to_end(vocab_file, tokenizer, env):
+    """A generator whose fakes are always one token: through `evaluate`, the context-free lookup separates them
+    (AUC ~1) while an untrained discriminator does not."""
+    from electra_bench.model.generators import Proposal
+    from electra_bench.pretrain import evaluate
+
+    algo, train, held, s = _tiny_electra(vocab_file, tokenizer, env)
+    fake = len(tokenizer) - 1
+
+    class OneToken(torch.nn.Module):
+        def forward(self, masked, mask, types, sel, rng=None):
+            samples = torch.full_like(sel.positions, fake)
+            zero = masked.new_zeros((), dtype=torch.float32)
+            return Proposal(samples, zero, None, None, None)
+
+    algo.objective.generator = OneToken()
+    m = evaluate(algo, held, s, train)
+    assert m["lookup_auc"] > 0.95 > m["disc_auc"]

@@ -160,3 +160,39 @@ def test_wnli_and_a_custom_tsv_task_are_not_averaged_into_glue(tmp_path):
     assert table.entries[("A", "GLUE")].value == pytest.approx((81.0 + 61.0) / 2)  # medians of sst2 and rte only
     assert table.entries[("B", "GLUE")].value == pytest.approx((71.0 + 51.0) / 2)
     assert "GLUE: mean of the task medians over sst2, rte." in render_markdown(table)
+
+
+def test_budget_curve_plots_tokens_per_objective_with_random_init_as_a_band(tmp_path):
+    """axis `pretrain_tokens`: x = the pre-training's train_tokens x the cell's finetune.checkpoint, one line per
+    row label (axis values stripped), cells without a pre-training as a band over their seeds."""
+    from test_results import cell_runs
+
+    from electra_bench.results import aggregate, cell_infos, pretrain_summary
+    from electra_bench.schema import PlotConfig
+    from electra_bench.tables import figure
+
+    recs = []
+    for obj, base in (("ELECTRA", 50.0), ("BERT", 60.0)):
+        for frac in (0.25, 1.0):
+            cell, axes = f"{obj}/ck={frac}", {"finetune.checkpoint": frac}
+            label = f"{obj} (finetune.checkpoint={frac})"
+            recs += cell_runs(cell, "sst2", [base + 10 * frac + d for d in (-1, 0, 1)], axes=axes, label=label)
+            recs.append({"suite": "t", "unit": "pretrain", "run_key": f"p{obj}{frac}", "cell": cell, "axes": axes,
+                         "label": label, "task": None, "seed": 0, "metrics": {}, "flags": [], "code_version": "v",
+                         "train_tokens": 4e6})
+    recs += cell_runs("random init", "sst2", [48.0, 52.0, 50.0], label="random init")
+    stats = {(s.cell, s.task): s for s in aggregate(recs)}
+    fig = figure(cell_infos(recs), stats, pretrain_summary(recs), PlotConfig(axis="pretrain_tokens", metric="sst2"),
+                 [])
+    lines = dict(fig.lines)
+    assert set(lines) == {"ELECTRA", "BERT"}
+    assert [(p.x, p.y) for p in lines["ELECTRA"]] == [(1e6, 52.5), (4e6, 60.0)]
+    assert fig.bands == [("random init", (48.0, 52.0, 50.0))] and fig.logx
+    render = draw_plot_png(fig, tmp_path)
+    assert render.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def draw_plot_png(fig, tmp_path):
+    from electra_bench.tables import draw_plot
+
+    return draw_plot(fig, tmp_path / fig.file)
