@@ -55,6 +55,11 @@ def run(path: Path) -> tuple[float, float, float, int, str]:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--note", default="", help="a sentence for the report, e.g. what else ran on the machine")
+    args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in INPUTS.items():
@@ -64,13 +69,12 @@ def main() -> None:
             rows.append(f"| {name} | {len(text.encode()):,} | {wall * 1000:.0f} | {cpu * 1000:.0f} | {rss:.0f} "
                         f"| {code} | {outcome} |")
             print(rows[-1], flush=True)
-    load = os.getloadavg()[0]
     table = "\n".join(["| input | bytes | `validate` wall ms | CPU ms (user+sys) | peak RSS MB | exit | outcome |",
                        "|---|---|---|---|---|---|---|", *rows])
     out = Path("results/benchmarks/validate_limits.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# validate: worst-case inputs under 1 MB\n\n`PYTHONPATH=$PWD python benchmarks/validate_limits.py`"
-                   f" on 2 CPU cores (load average {load:.1f} while it ran),"
+                   f" on {os.cpu_count()} CPU cores, {args.note + ', ' if args.note else ''}"
                    f" {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\nEach row is the whole command in a fresh"
                    f" process: interpreter start, imports, reading, limits, schema; CPU ms is what the\n"
                    f"process itself used (roughly the wall time of a quiet machine, when other jobs share the cores).\n"
