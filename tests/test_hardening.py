@@ -127,3 +127,22 @@ def test_the_node_limit_stops_a_big_flat_list_before_the_schema(sandbox, capsys)
     res = run_cli(["validate", str(many), "--data-root", str(sandbox.data)], capsys)
     assert res.code == 2 and f"more than {MAX_NODES:,} nodes" in the_message(res.stderr)
     assert sandbox.written() == []
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, capsys):
+    """A suite asking bf16 on an AVX2-only CPU ran ~40x slower than fp32 with no word said (session 4)."""
+    import torch
+
+    from electra_bench import units
+
+    monkeypatch.setattr(units, "_SAID", set())
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    for _ in range(2):
+        units.warn_emulated_bf16("bf16", "cpu", "pretrain.precision")
+    units.warn_emulated_bf16("fp32", "cpu", "finetune.precision")
+    units.warn_emulated_bf16("bf16", "cuda", "finetune.precision")
+    err = capsys.readouterr().err
+    assert err.count("warning: pretrain.precision: bf16 on this CPU") == 1 and "finetune" not in err
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    units.warn_emulated_bf16("bf16", "cpu", "finetune.precision")
+    assert capsys.readouterr().err == ""
