@@ -162,16 +162,18 @@ def _main(args) -> int:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars are the progress; silence library bars and expected load reports."""
+    """Our own progress bars are the progress; silence library bars and expected load reports.
+
+    By environment (read when each library is first imported), not by importing them here: `datasets` and
+    `transformers` cost ~3 s and ~100 MB to import, and `validate` / `plan` need neither
+    (benchmarks/validate_limits.py).
+    A value the user set wins."""
     import logging
     import warnings
 
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    for var, value in (("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(var, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -20,11 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-from scipy import stats
-from seqeval import metrics as seqeval_metrics
-from sklearn import metrics as sk
-
 from electra_bench.registry import Registry, did_you_mean
 
 # seqeval's default mode (no `mode`/`scheme` argument) reproduces conlleval.pl: a span starts at B-X, or at an
@@ -91,22 +86,33 @@ def higher_is_better(key: str, headline_higher: bool) -> bool:
                      f"families: {', '.join(f + '/...' for f in METRIC_FAMILIES.names())}")
 
 
+def _sk():
+    # deferred: scikit-learn (with scipy) costs ~0.5 s and ~40 MB to import; `validate` and `plan` never score
+    from sklearn import metrics as sk
+
+    return sk
+
+
 def _accuracy(preds, labels) -> float:
-    return sk.accuracy_score(labels, preds)
+    return _sk().accuracy_score(labels, preds)
 
 
 def _f1(preds, labels) -> float:
     # Binary F1 of the positive class 1 (MRPC "equivalent", QQP "duplicate"), as GLUE and HF `evaluate` glue do.
-    return sk.f1_score(labels, preds, pos_label=1, average="binary", zero_division=0.0)
+    return _sk().f1_score(labels, preds, pos_label=1, average="binary", zero_division=0.0)
 
 
 def _mcc(preds, labels) -> float:
     # scikit-learn returns 0.0 when a row or column of the confusion matrix is empty (e.g. constant predictions).
-    return sk.matthews_corrcoef(labels, preds)
+    return _sk().matthews_corrcoef(labels, preds)
 
 
-def _correlation(fn: Callable) -> Callable[[Sequence, Sequence], float]:
+def _correlation(name: str) -> Callable[[Sequence, Sequence], float]:
     def corr(preds, labels) -> float:
+        import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+        from scipy import stats  # deferred: scipy.stats costs ~1 s to import; `validate` and `plan` never score
+
+        fn = getattr(stats, name)
         # A constant prediction vector has no defined correlation (SciPy gives NaN with a warning). Report 0.0,
         # the same convention scikit-learn uses for MCC, so a collapsed tiny model scores "no correlation"
         # instead of poisoning seed medians and Optuna with NaN.
@@ -129,8 +135,8 @@ for _m in (
     Metric("accuracy", _accuracy, True, 100.0, "Acc"),
     Metric("f1", _f1, True, 100.0, "F1"),
     Metric("mcc", _mcc, True, 100.0, "MCC"),
-    Metric("pearson", _correlation(stats.pearsonr), True, 100.0, "Pearson"),
-    Metric("spearman", _correlation(stats.spearmanr), True, 100.0, "Spearman"),
+    Metric("pearson", _correlation("pearsonr"), True, 100.0, "Pearson"),
+    Metric("spearman", _correlation("spearmanr"), True, 100.0, "Spearman"),
     # Over sequences of tag strings (one list per sentence); see NER_METRIC_MODE.
     Metric("entity_f1", _entity("f1"), True, 100.0, "Entity F1"),
     Metric("entity_precision", _entity("precision"), True, 100.0, "Entity P"),
@@ -152,6 +158,8 @@ def ner_scores(true_tag_seqs: Sequence[Sequence[str]], pred_tag_seqs: Sequence[S
     for i, (t, p) in enumerate(zip(y_true, y_pred)):
         if len(t) != len(p):
             raise ValueError(f"ner_scores: sentence {i} has {len(t)} gold tags but {len(p)} predicted")
+    from seqeval import metrics as seqeval_metrics  # deferred: seqeval imports scikit-learn (see _sk)
+
     # zero_division=0: a type never predicted has precision 0, not a warning (conlleval prints 0.00 too).
     report = seqeval_metrics.classification_report(y_true, y_pred, output_dict=True, zero_division=0)
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
@@ -162,13 +170,15 @@ def ner_scores(true_tag_seqs: Sequence[Sequence[str]], pred_tag_seqs: Sequence[S
     }
     flat_true = [tag for s in y_true for tag in s]
     flat_pred = [tag for s in y_pred for tag in s]
-    token_report = sk.classification_report(flat_true, flat_pred, output_dict=True, zero_division=0)
+    token_report = _sk().classification_report(flat_true, flat_pred, output_dict=True, zero_division=0)
     return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]),
             "mode": NER_METRIC_MODE, "per_type": per_type, "token_report": token_report}
 
 
 def _as_tag_strings(seqs: Sequence[Sequence[Any]], tag_set: Sequence[str]) -> list[list[str]]:
     """Tag ids -> tag strings (model outputs are ids into the task's tag set); strings pass through."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     return [[tag_set[t] if isinstance(t, (int, np.integer)) else t for t in seq] for seq in seqs]
 
 
@@ -195,6 +205,8 @@ def glue_score(headlines: Mapping[str, float]) -> float:
 
     Which tasks enter is the caller's choice (the suite's task list); this only averages.
     """
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     if not headlines:
         raise ValueError("glue_score: no tasks")
     return float(np.mean([float(v) for v in headlines.values()]))
@@ -206,6 +218,8 @@ def leaderboard_score(per_task_metrics: Mapping[str, Mapping[str, float]]) -> fl
     Pass `compute_metrics` outputs of GLUE tasks: MRPC/QQP then contribute mean(accuracy, F1) and STS-B
     mean(Pearson, Spearman), as the GLUE leaderboard does (GLUE paper §3.4).
     """
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     if not per_task_metrics:
         raise ValueError("leaderboard_score: no tasks")
     task_means = []

@@ -26,11 +26,12 @@ import string
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from .registry import Registry
+
+if TYPE_CHECKING:  # annotations only: the import is deferred to the functions that compute
+    import numpy as np
 
 Row = dict[str, Any]
 TEXT_COLUMNS = ("tokens", "text_a", "text_b")  # tagging rows carry `tokens`, classification rows the texts
@@ -69,11 +70,15 @@ def register(name: str, level: str, task_kinds: tuple[str, ...] = ALL_TASK_KINDS
 
 
 def rng_for(seed: int, kind: str) -> np.random.Generator:
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     return np.random.default_rng([seed, zlib.crc32(kind.encode())])
 
 
 def choose(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Bool mask [n] of the round(rate * n) units with the smallest uniform draw (nested across rates)."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     chosen = np.zeros(n, dtype=bool)
     chosen[np.argsort(rng.random(n), kind="stable")[:round(rate * n)]] = True
     return chosen
@@ -82,6 +87,8 @@ def choose(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
 def other_index(u: np.ndarray, n: int, exclude: np.ndarray) -> np.ndarray:
     """A uniform index in [0, n) other than `exclude` (-1: none excluded) per uniform draw in `u`; n >= 2 when
     something is excluded."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     has = exclude >= 0
     j = np.floor(u * (n - has)).astype(np.int64)
     return j + (has & (j >= exclude))
@@ -91,6 +98,8 @@ def other_index(u: np.ndarray, n: int, exclude: np.ndarray) -> np.ndarray:
 
 def _piece_units(ids: Sequence[Sequence[int]], special: Sequence[int]) -> tuple[np.ndarray, ...]:
     """(example index, position, id) of every perturbable word-piece, in dataset order."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     special = set(special)
     units = [(i, t, tok) for i, seq in enumerate(ids) for t, tok in enumerate(seq) if tok not in special]
     arr = np.array(units, dtype=np.int64).reshape(-1, 3)
@@ -100,6 +109,8 @@ def _piece_units(ids: Sequence[Sequence[int]], special: Sequence[int]) -> tuple[
 @register("random_token", "pieces")
 def random_token(ids, types, rate: float, rng: np.random.Generator, ctx: Context) -> list[list[int]]:
     """Replace word-pieces with tokens drawn uniformly from the non-special vocabulary (never the original)."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     rows, pos, vals = _piece_units(ids, ctx.special_ids)
     chosen = choose(len(vals), rate, rng)
     pool = np.setdiff1d(np.arange(ctx.vocab_size), ctx.special_ids)  # sorted; every original is in it
@@ -193,6 +204,8 @@ def typo(word: str, op: int, u: float, letter: int) -> str:
 @register("char_typo", "words")
 def char_typo(rows: list[Row], rate: float, rng: np.random.Generator, ctx: Context) -> list[Row]:
     """One character edit in a fraction of the words that have >= 2 characters and a letter."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     split = [_split_words(r) for r in rows]
     units = [(i, c, k) for i, cols in enumerate(split) for c, words in cols.items() for k, w in enumerate(words)
              if len(w) >= 2 and any(ch.isalpha() for ch in w)]
@@ -230,6 +243,8 @@ def train_mentions(rows: list[Row], labels: Sequence[str]) -> dict[str, list[tup
 @register("entity_swap", "words", ("tagging",))
 def entity_swap(rows: list[Row], rate: float, rng: np.random.Generator, ctx: Context) -> list[Row]:
     """Replace a fraction of entity mentions by a different training-set mention of the same type."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     tag_id = {name: i for i, name in enumerate(ctx.labels)}
     index = {typ: {form: k for k, form in enumerate(forms)} for typ, forms in ctx.mentions.items()}
     units = []  # (row, start, end, type, index of the original form in the pool or -1)

@@ -19,12 +19,14 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from electra_bench.claims import CellInfo
 from electra_bench.metrics import higher_is_better
 from electra_bench.registry import did_you_mean
+
+if TYPE_CHECKING:  # annotations only: the import is deferred to the functions that compute
+    import numpy as np
 
 UNITS = ("pretrain", "finetune")
 # Every record names its suite, unit, identity, cell, axes, task, seed, metrics, flags and code version.
@@ -214,27 +216,35 @@ class CellTaskStats:
 
 def _resampled_stat(values: Sequence[float], stat: Callable, rng: np.random.Generator, n: int) -> np.ndarray:
     """`stat` of `n` bootstrap resamples of `values` -> array (n,). `stat` must accept `axis=` (numpy does)."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     v = np.asarray(values, dtype=float)
     return stat(v[rng.integers(0, len(v), size=(n, len(v)))], axis=1)
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(samples, [tail, 100 - tail])
     return float(lo), float(hi)
 
 
-def bootstrap_group_ci(groups: Sequence[Sequence[float]], stat: Callable = np.median, *,
+def bootstrap_group_ci(groups: Sequence[Sequence[float]], stat: Callable | None = None, *,
                        n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = CI_LEVEL) -> tuple[float, float]:
-    """Percentile bootstrap CI of mean_g stat(group g), groups (tasks) resampled independently: with one group per
-    GLUE task this is the CI of a GLUE score. (nan, nan) when a group is empty. Seeded, hence deterministic."""
+    """Percentile bootstrap CI of mean_g stat(group g) (stat: np.median unless given), groups (tasks) resampled
+    independently: with one group per GLUE task this is the CI of a GLUE score. (nan, nan) when a group is empty.
+    Seeded, hence deterministic."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     if not groups or any(len(g) == 0 for g in groups):
         return math.nan, math.nan
+    stat = np.median if stat is None else stat
     rng = np.random.default_rng(seed)
     return _interval(np.mean([_resampled_stat(g, stat, rng, n_resamples) for g in groups], axis=0), level)
 
 
-def bootstrap_ci(values: Sequence[float], stat: Callable = np.median, **kw) -> tuple[float, float]:
+def bootstrap_ci(values: Sequence[float], stat: Callable | None = None, **kw) -> tuple[float, float]:
     """Percentile bootstrap CI of `stat(values)` (keywords as in `bootstrap_group_ci`)."""
     return bootstrap_group_ci([values], stat, **kw)
 
@@ -267,6 +277,8 @@ def _latest_per_seed(records: list[dict]) -> tuple[list[dict], int]:
 
 
 def _cell_task_stats(cell: str, task: str, records: list[dict], n_resamples: int, seed: int) -> CellTaskStats:
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     kept, n_superseded = _latest_per_seed(records)
     directions = {bool(r["higher_is_better"]) for r in kept}
     metrics = {r["headline_metric"] for r in kept}
@@ -326,6 +338,8 @@ class GlueScore:
 
 def glue_score(stats: Iterable[CellTaskStats], tasks: Sequence[str]) -> dict[str, GlueScore]:
     """GLUE score per cell over exactly the listed `tasks` (the table's GLUE tasks; CoNLL is not one)."""
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     medians: dict[str, dict[str, float]] = {}
     for s in stats:
         if s.n:
@@ -358,6 +372,8 @@ def pretrain_summary(records: Iterable[dict]) -> dict[str, dict[str, float]]:
 
     Runs flagged "diverged" are left out; `n_pretrain` and `n_pretrain_diverged` say how many were used/dropped.
     """
+    import numpy as np  # deferred: numpy costs ~0.25 s to import; `validate` and `plan` compute nothing
+
     groups: dict[str, list[dict]] = {}
     for r in records:
         if r["unit"] == "pretrain":

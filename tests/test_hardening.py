@@ -100,3 +100,49 @@ def test_ui_on_all_interfaces_warns_and_keeps_the_uri_out_of_argv(sandbox, capsy
     assert uri not in " ".join(argv) and env["MLFLOW_BACKEND_STORE_URI"] == uri
     assert "pa/ss@w0rd" not in res.stdout + res.stderr
     redact._known.clear()
+
+
+HEAVY = ("torch", "transformers", "datasets", "numpy", "scipy", "sklearn", "mlflow", "optuna")
+
+
+def test_validate_imports_no_heavy_library(sandbox):  # noqa: F811
+    """`validate` < 1 s and < 200 MB on any input under 1 MB (class 1; benchmarks/validate_limits.py measures it)
+    holds only while it imports none of these: each costs 0.25-3 s and tens of MB before a line is read."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from electra_bench.cli import main; rc = main(sys.argv[1:]); "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules)); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, "validate", _valid(sandbox), "--data-root", str(sandbox.data)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_node_limit_stops_a_big_flat_list_before_the_schema(sandbox, capsys):  # noqa: F811
+    from electra_bench.safe_yaml import MAX_NODES
+
+    many = sandbox.suites / "many.yaml"
+    many.write_text("name: many\nseeds: [" + ", ".join(["0"] * MAX_NODES) + "]\n")
+    res = run_cli(["validate", str(many), "--data-root", str(sandbox.data)], capsys)
+    assert res.code == 2 and f"more than {MAX_NODES:,} nodes" in the_message(res.stderr)
+    assert sandbox.written() == []
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, capsys):
+    """A suite asking bf16 on an AVX2-only CPU ran ~40x slower than fp32 with no word said (session 4)."""
+    import torch
+
+    from electra_bench import units
+
+    monkeypatch.setattr(units, "_SAID", set())
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    for _ in range(2):
+        units.warn_emulated_bf16("bf16", "cpu", "pretrain.precision")
+    units.warn_emulated_bf16("fp32", "cpu", "finetune.precision")
+    units.warn_emulated_bf16("bf16", "cuda", "finetune.precision")
+    err = capsys.readouterr().err
+    assert err.count("warning: pretrain.precision: bf16 on this CPU") == 1 and "finetune" not in err
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    units.warn_emulated_bf16("bf16", "cpu", "finetune.precision")
+    assert capsys.readouterr().err == ""

@@ -18,14 +18,16 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import datasets
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from electra_bench.metrics import METRICS
 from electra_bench.paths import check_name
 from electra_bench.registry import Registry, UnknownName
+
+if TYPE_CHECKING:  # annotations only: the import is deferred to the functions that compute
+    import datasets
 
 Column = str | int  # a header name, or a 0-based position (negative counts from the end) for header-less files
 
@@ -234,6 +236,8 @@ def label_id(spec: TaskSpec, value: str, path: Path, line: int) -> int | float:
 
 
 def features_for(spec: TaskSpec) -> datasets.Features:
+    import datasets  # deferred: ~2 s to import (pyarrow, pandas); `validate` and `plan` load no data
+
     if spec.kind == "tagging":
         return datasets.Features({"tokens": datasets.List(datasets.Value("string")),
                                   "tags": datasets.List(datasets.ClassLabel(names=list(spec.labels)))})
@@ -258,6 +262,8 @@ def load_split(spec: TaskSpec | str, split: str, data_root: str | Path | None = 
     Arrow by `datasets`, keyed by the spec and the file's size and mtime); if it is missing, the hub source when
     one is set and the hub is not switched off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); else DataError.
     """
+    import datasets  # deferred: ~2 s to import (pyarrow, pandas); `validate` and `plan` load no data
+
     spec = TASKS.get(spec) if isinstance(spec, str) else spec
     spec_json = spec.model_dump_json()
     TaskSpec.model_validate_json(spec_json)  # a model_copy(update=...) skips validation; fail here, not mid-build
@@ -287,6 +293,8 @@ def _hub_offline() -> str | None:
 
 
 def _load_from_hub(spec: TaskSpec, split: str, local: Path) -> datasets.Dataset:
+    import datasets  # deferred: ~2 s to import (pyarrow, pandas); `validate` and `plan` load no data
+
     missing = f"task '{spec.name}' split '{split}': local file {local} not found"
     if spec.hub is None:
         raise DataError(f"{missing}, and the task has no hub fallback; put the file there or set ELECTRA_BENCH_DATA")
@@ -325,6 +333,8 @@ def _hub_row_mapper(spec: TaskSpec, features: datasets.Features) -> Callable[[Ro
 
 def _hub_label_table(spec: TaskSpec, feature: Any) -> list[int]:
     """Hub class id -> our label id, matched by class name (MNLI's order differs), else by the id itself ("0"/"1")."""
+    import datasets  # deferred: ~2 s to import (pyarrow, pandas); `validate` and `plan` load no data
+
     if not isinstance(feature, datasets.ClassLabel):
         raise DataError(f"task '{spec.name}': hub column '{spec.hub.label_column}' is not a class label ({feature})")
     table = []

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from electra_bench.tasks.base import (
     FORMATS,
@@ -23,6 +21,9 @@ from electra_bench.tasks.base import (
     label_id,
     register_task,
 )
+
+if TYPE_CHECKING:  # annotations only: the import is deferred to the functions that compute
+    import datasets
 
 
 def read_glue_tsv(spec: TaskSpec, split: str, path: Path) -> Iterator[Row]:
@@ -64,6 +65,8 @@ FORMATS.register("glue_tsv", read_glue_tsv)
 
 def both_orders(ds: datasets.Dataset) -> datasets.Dataset:
     """Training data with every pair also as (text_b, text_a): GR `double_unordered` for `symmetric` tasks."""
+    import datasets  # deferred: ~2 s to import (pyarrow, pandas); `validate` and `plan` load no data
+
     swapped = ds.rename_columns({"text_a": "_b", "text_b": "_a"}).rename_columns({"_a": "text_a", "_b": "text_b"})
     return datasets.concatenate_datasets([ds, swapped.select_columns(ds.column_names)])
 
