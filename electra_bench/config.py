@@ -220,11 +220,22 @@ class Cell:
     config: RunConfig
     pretrain_seeds: tuple[int, ...] | None = None  # the row's (or else the suite's) `pretrain_seeds`
     pretrain_seed: int | None = None  # set on the copies suite.seed_cells makes, one per pretraining seed
+    row: str | None = None  # the row's own `label` as the suite wrote it, without axis values (None: unlabelled)
 
     @property
     def run_label(self) -> str:
-        """The label of this cell's MLflow run and units: `<label>/pretrain_seed<k>` for a pretraining-seed copy."""
+        """The label of this cell's units in logs and worker queues: `<label>/pretrain_seed<k>` for a pretraining-seed
+        copy."""
         return self.label if self.pretrain_seed is None else f"{self.label}/pretrain_seed{self.pretrain_seed}"
+
+    @property
+    def short_label(self) -> str:
+        """The row label, then the axis values without their paths, then `p<k>` for a pretraining-seed copy
+        (`ELECTRA 0.25 p1`): what tells the cell apart in the first characters of its MLflow run names, which the UI
+        cuts at about 12 (runner.py). The full label, axes and pretraining seed are the runs' tags and params."""
+        head = self.row or ("" if self.axes else self.label)
+        seed = [] if self.pretrain_seed is None else [f"p{self.pretrain_seed}"]
+        return " ".join([*([head] if head else []), *(str(v) for v in self.axes.values()), *seed])
 
 
 @dataclass
@@ -282,7 +293,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
                 label = f"{spec.label} ({cell_name(axes)})"
             seeds = spec.pretrain_seeds if spec.pretrain_seeds is not None else cfg.pretrain_seeds
             cells.append(Cell(label=label, axes=axes, config=run,
-                              pretrain_seeds=None if seeds is None else tuple(seeds)))
+                              pretrain_seeds=None if seeds is None else tuple(seeds), row=spec.label))
     labels = [c.label for c in cells]
     dup = next((lbl for lbl in labels if labels.count(lbl) > 1), None)
     if dup:
