@@ -20,7 +20,7 @@ from .claims import TableError, TableSpec, check_table, table_spec
 from .registry import did_you_mean
 from .robustness import RobustnessError, check_robustness
 from .schema import RunConfig, SuiteConfig
-from .tasks import TASKS, TaskSpec, task_from_dict
+from .tasks import TASKS, ItemError, TaskSpec, task_from_dict
 
 RUN_SECTIONS = tuple(RunConfig.model_fields)  # model, tokenizer, corpus, pretrain, finetune
 
@@ -193,17 +193,20 @@ def _raise_validation(err: ValidationError, source: Source, model: type[BaseMode
                       at: tuple | None = None) -> None:
     # an unknown key first: it is usually the typo behind a 'Field required' beside it (`axs` for `axis`)
     first = next((e for e in err.errors() if e["type"] == "extra_forbidden"), err.errors()[0])
-    loc = tuple(first["loc"])
+    item = first.get("ctx", {}).get("error")
+    item_at = item.at if isinstance(item, ItemError) else ()  # a validator that names one item of its field
+    loc = tuple(first["loc"]) + item_at
     dotted = ".".join(str(p) for p in (*prefix, *loc) if not str(p).startswith("function-"))
     if at is not None and at[0] in ("axes", "cells"):
         dotted = str(at[-1])  # the axis / set path the user wrote
     file, line = source.where(at if at is not None else (*prefix, *loc))
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
     if first["type"] == "extra_forbidden":
         holder = _model_at(model, loc[:-1]) if len(loc) > 1 else model
         known = list(holder.model_fields) if holder else []
         msg = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
-    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict) \
+            and not item_at:  # an ItemError's message names its item; the input is the whole field
         msg = f"{msg} (got {first['input']!r})"
     raise ConfigError(msg, file, line, dotted or None)
 
@@ -217,11 +220,22 @@ class Cell:
     config: RunConfig
     pretrain_seeds: tuple[int, ...] | None = None  # the row's (or else the suite's) `pretrain_seeds`
     pretrain_seed: int | None = None  # set on the copies suite.seed_cells makes, one per pretraining seed
+    row: str | None = None  # the row's own `label` as the suite wrote it, without axis values (None: unlabelled)
 
     @property
     def run_label(self) -> str:
-        """The label of this cell's MLflow run and units: `<label>/pretrain_seed<k>` for a pretraining-seed copy."""
+        """The label of this cell's units in logs and worker queues: `<label>/pretrain_seed<k>` for a pretraining-seed
+        copy."""
         return self.label if self.pretrain_seed is None else f"{self.label}/pretrain_seed{self.pretrain_seed}"
+
+    @property
+    def short_label(self) -> str:
+        """The row label, then the axis values without their paths, then `p<k>` for a pretraining-seed copy
+        (`ELECTRA 0.25 p1`): what tells the cell apart in the first characters of its MLflow run names, which the UI
+        cuts at about 12 (runner.py). The full label, axes and pretraining seed are the runs' tags and params."""
+        head = self.row or ("" if self.axes else self.label)
+        seed = [] if self.pretrain_seed is None else [f"p{self.pretrain_seed}"]
+        return " ".join([*([head] if head else []), *(str(v) for v in self.axes.values()), *seed])
 
 
 @dataclass
@@ -279,7 +293,7 @@ def _expand_cells(cfg: SuiteConfig, source: Source) -> list[Cell]:
                 label = f"{spec.label} ({cell_name(axes)})"
             seeds = spec.pretrain_seeds if spec.pretrain_seeds is not None else cfg.pretrain_seeds
             cells.append(Cell(label=label, axes=axes, config=run,
-                              pretrain_seeds=None if seeds is None else tuple(seeds)))
+                              pretrain_seeds=None if seeds is None else tuple(seeds), row=spec.label))
     labels = [c.label for c in cells]
     dup = next((lbl for lbl in labels if labels.count(lbl) > 1), None)
     if dup:

@@ -2,8 +2,11 @@
 
 Every metric is `fn(preds, labels) -> float` on raw values in [0, 1] (or [-1, 1] for correlations); `scale` says
 how tables report it (x100, as the paper and the GLUE leaderboard do). `higher_is_better` is what Optuna
-directions, "best" markers and early stopping read (STYLE.md #8). Implemented with scikit-learn, SciPy and seqeval
-directly, never `evaluate.load`, which needs the hub (stack-notes.md "evaluate 0.4.6").
+directions, "best" markers and early stopping read (STYLE.md #8). `kinds` and `n_labels` say which tasks it can
+score (binary F1: classification with exactly 2 labels); a task that lists a metric it cannot be scored with is
+refused when its spec is validated, so a suite's custom task fails at load time, not after training
+(`Metric.misfit`, read by tasks/base.py). Implemented with scikit-learn, SciPy and seqeval directly, never
+`evaluate.load`, which needs the hub (stack-notes.md "evaluate 0.4.6").
 
 Conventions (electra-reference.md §12):
 - ELECTRA's GLUE headline: MCC for CoLA, Spearman for STS-B, accuracy for the rest; the GLUE score is the mean
@@ -18,7 +21,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from electra_bench.registry import Registry, did_you_mean
 
@@ -28,6 +31,12 @@ from electra_bench.registry import Registry, did_you_mean
 NER_METRIC_MODE = "seqeval-default(conlleval)"
 
 
+# The task kinds (TaskSpec.kind, tasks/base.py), declared here, where metrics name the kinds they score: tasks/ is
+# the floor above and imports it.
+TaskKind = Literal["classification", "regression", "tagging"]
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -35,6 +44,24 @@ class Metric:
     higher_is_better: bool
     scale: float  # reported value = raw * scale (100: percentage points, as in the paper's tables)
     label: str  # column header in tables
+    kinds: frozenset[str]  # the task kinds whose predictions it scores (class ids, floats, tag sequences)
+    n_labels: int | None = None  # the exact number of labels it needs (binary F1: 2); None: any the kind allows
+    note: str = ""  # what it computes, where the name does not say (quoted when a task cannot use it)
+
+    def __post_init__(self) -> None:
+        if not self.kinds or not self.kinds <= set(TASK_KINDS):
+            raise ValueError(f"metric '{self.name}': kinds {sorted(self.kinds)} must be some of {list(TASK_KINDS)}")
+
+    def misfit(self, kind: str, n_labels: int) -> str | None:
+        """Why this metric cannot score a task of `kind` with `n_labels` labels (class names or tags), or None."""
+        if kind in self.kinds and self.n_labels in (None, n_labels):
+            return None
+        what = f" ({self.note})" if self.note else ""
+        needs = " or ".join(sorted(self.kinds)) + " tasks" + (f" with exactly {self.n_labels} labels"
+                                                               if self.n_labels else "")
+        task = "a regression task" if kind == "regression" else f"a {kind} task with {n_labels} labels"
+        return (f"metric '{self.name}'{what} scores {needs}, not {task}; metrics for this task: "
+                f"{', '.join(metrics_for(kind, n_labels)) or 'none'}")
 
     @property
     def direction(self) -> str:
@@ -54,6 +81,11 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def register_metric(metric: Metric) -> Metric:
     return METRICS.register(metric.name, metric)
+
+
+def metrics_for(kind: str, n_labels: int) -> list[str]:
+    """The registered metrics that can score a task of `kind` with `n_labels` labels, in registry order."""
+    return [name for name, m in METRICS.items() if kind in m.kinds and m.n_labels in (None, n_labels)]
 
 
 @dataclass(frozen=True)
@@ -102,6 +134,16 @@ def _f1(preds, labels) -> float:
     return _sk().f1_score(labels, preds, pos_label=1, average="binary", zero_division=0.0)
 
 
+def _f1_average(average: str) -> Callable[[Sequence, Sequence], float]:
+    # Multi-class F1 over the classes present in gold or predictions (scikit-learn's default `labels`): macro is
+    # the unweighted mean of per-class F1, micro pools TP/FP/FN over classes (for one label per example it equals
+    # accuracy). A class never predicted has F1 0, not a warning.
+    def f1(preds, labels) -> float:
+        return _sk().f1_score(labels, preds, average=average, zero_division=0.0)
+
+    return f1
+
+
 def _mcc(preds, labels) -> float:
     # scikit-learn returns 0.0 when a row or column of the confusion matrix is empty (e.g. constant predictions).
     return _sk().matthews_corrcoef(labels, preds)
@@ -131,16 +173,20 @@ def _entity(key: str) -> Callable[[Sequence, Sequence], float]:
     return score
 
 
+CLASSIFICATION, REGRESSION, TAGGING = frozenset({"classification"}), frozenset({"regression"}), frozenset({"tagging"})
 for _m in (
-    Metric("accuracy", _accuracy, True, 100.0, "Acc"),
-    Metric("f1", _f1, True, 100.0, "F1"),
-    Metric("mcc", _mcc, True, 100.0, "MCC"),
-    Metric("pearson", _correlation("pearsonr"), True, 100.0, "Pearson"),
-    Metric("spearman", _correlation("spearmanr"), True, 100.0, "Spearman"),
+    Metric("accuracy", _accuracy, True, 100.0, "Acc", CLASSIFICATION),
+    Metric("f1", _f1, True, 100.0, "F1", CLASSIFICATION, n_labels=2,
+           note="binary F1 of the positive class, the second of `labels`"),
+    Metric("f1_macro", _f1_average("macro"), True, 100.0, "Macro F1", CLASSIFICATION),
+    Metric("f1_micro", _f1_average("micro"), True, 100.0, "Micro F1", CLASSIFICATION),
+    Metric("mcc", _mcc, True, 100.0, "MCC", CLASSIFICATION),  # multi-class MCC (Gorodkin's R_K) beyond 2 labels
+    Metric("pearson", _correlation("pearsonr"), True, 100.0, "Pearson", REGRESSION),
+    Metric("spearman", _correlation("spearmanr"), True, 100.0, "Spearman", REGRESSION),
     # Over sequences of tag strings (one list per sentence); see NER_METRIC_MODE.
-    Metric("entity_f1", _entity("f1"), True, 100.0, "Entity F1"),
-    Metric("entity_precision", _entity("precision"), True, 100.0, "Entity P"),
-    Metric("entity_recall", _entity("recall"), True, 100.0, "Entity R"),
+    Metric("entity_f1", _entity("f1"), True, 100.0, "Entity F1", TAGGING),
+    Metric("entity_precision", _entity("precision"), True, 100.0, "Entity P", TAGGING),
+    Metric("entity_recall", _entity("recall"), True, 100.0, "Entity R", TAGGING),
 ):
     register_metric(_m)
 

@@ -134,7 +134,7 @@ def _run_pending(plan: Plan, show_progress: bool, reopen: bool = False) -> list[
 def suite_run_of(plan: Plan, tracker):
     """The suite's MLflow run (found by its run key, else created), with the suite file and environment logged."""
     name = plan.suite.config.name
-    with tracker.run(f"suite/{name}", f"suite:{name}", "suite") as suite_run:
+    with tracker.run(suite_run_name(name), f"suite:{name}", "suite") as suite_run:
         suite_run.log_text(plan.suite.path.read_text(), "suite.yaml")
         suite_run.log_text(resolved_config(plan), "resolved_config.yaml")
         suite_run.log_text(environment_info(), "environment.json")
@@ -145,8 +145,8 @@ def suite_run_of(plan: Plan, tracker):
 def cell_run_of(plan: Plan, tracker, cell, suite_run):
     """A cell's MLflow run under the suite run, with the cell's whole config as params."""
     name = plan.suite.config.name
-    with tracker.run(f"cell/{cell.run_label}", f"cell:{name}:{cell_digest(cell)}", "cell", suite_run,
-                     {"suite": name}) as cell_run:
+    with tracker.run(cell.short_label, f"cell:{name}:{cell_digest(cell)}", "cell", suite_run,
+                     run_tags(plan, cell)) as cell_run:
         cell_run.log_params({**flatten(cell.config.model_dump(mode="json")), "cell.label": cell.label})
         yield cell_run
 
@@ -170,8 +170,36 @@ def run_unit(plan: Plan, unit: Unit, env, tracker, cell_run, commit=None) -> boo
 
 
 def unit_name(unit: Unit) -> str:
-    """<stage>/<cell label>[/<task>/seed<k>]: the unit's MLflow run name and log line."""
+    """<stage>/<cell label>[/<task>/seed<k>]: the unit's log line (and worker queue entry); its MLflow run name is
+    `unit_run_name`."""
     return f"{unit.kind}/{unit.cell.run_label}" + (f"/{unit.task}/seed{unit.seed}" if unit.kind == "finetune" else "")
+
+
+# MLflow run names lead with what tells a run apart from its neighbours, because the UI's runs table cuts names at
+# about 12 characters: a fine-tune with its task and seed (`sst2 s0 · ELECTRA 0.25`), a cell and its pre-training
+# with the cell's short label (config.Cell.short_label), the suite run with the suite's name. Everything a name
+# leaves out is a tag (`run_tags`: suite, stage, cell, pretrain_seed, task, seed) or a param.
+SEP = " · "
+
+
+def suite_run_name(suite: str) -> str:
+    return f"{suite}{SEP}suite"
+
+
+def unit_run_name(unit: Unit) -> str:
+    if unit.kind == "finetune":
+        return f"{unit.task} s{unit.seed}{SEP}{unit.cell.short_label}"
+    return f"{unit.kind}{SEP}{unit.cell.short_label}"
+
+
+def run_tags(plan: Plan, cell, unit: Unit | None = None) -> dict[str, str]:
+    """The tags of a cell's run and of its units' runs: what their names shorten, in full."""
+    tags = {"suite": plan.suite.config.name, "cell": cell.label}
+    if cell.pretrain_seed is not None:
+        tags["pretrain_seed"] = str(cell.pretrain_seed)
+    if unit is not None and unit.kind == "finetune":
+        tags |= {"task": unit.task, "seed": str(unit.seed)}
+    return tags
 
 
 @contextmanager
@@ -197,10 +225,10 @@ def pretrain_lock(folder: Path):
 def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
     from .units import run_finetune, run_pretrain  # deferred: torch
 
-    cfg, cell, name = plan.suite.config, unit.cell, unit_name(unit)
+    cell = unit.cell
     try:
         if unit.kind == "pretrain":
-            with tracker.run(name, unit.key, "pretrain", cell_run, {"suite": cfg.name}) as run:
+            with tracker.run(unit_run_name(unit), unit.key, "pretrain", cell_run, run_tags(plan, cell, unit)) as run:
                 run.log_params(flatten(cell.config.model_dump(mode="json")))
                 run.log_dataset("corpus", ",".join(cell.config.corpus.sources), unit.key, "training")
                 out, wall = timed(lambda: run_pretrain(cell.config, env, pretrain_dir(plan, unit.key),
@@ -213,8 +241,7 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                                  **{k: v for k, v in out.items() if k.startswith("train_flops_")})
         else:
             spec = plan.suite.tasks[unit.task]
-            with tracker.run(name, unit.key, "finetune", cell_run,
-                             {"suite": cfg.name, "task": unit.task, "seed": str(unit.seed)}) as run:
+            with tracker.run(unit_run_name(unit), unit.key, "finetune", cell_run, run_tags(plan, cell, unit)) as run:
                 run.log_params({**flatten(cell.config.model_dump(mode="json")["finetune"], "finetune."),
                                 "task": unit.task, "seed": unit.seed, "upstream": encoder_source(plan, cell)})
                 for split in ("train", spec.dev_splits[0]):
@@ -280,8 +307,8 @@ def _adopt(plan: Plan, unit: Unit, shared: dict, tracker, cell_run, write) -> No
     record = {**shared, **{k: here[k] for k in ("suite", "cell", "label", "axes", "pretrain_seed")}}
     if not own:
         record["shared_from"] = shared.get("shared_from", shared["suite"])
-    tags = {"suite": plan.suite.config.name, "shared_from": record.get("shared_from", record["suite"])}
-    with tracker.run(unit_name(unit), unit.key, unit.kind, cell_run, tags) as run:
+    tags = {**run_tags(plan, unit.cell, unit), "shared_from": record.get("shared_from", record["suite"])}
+    with tracker.run(unit_run_name(unit), unit.key, unit.kind, cell_run, tags) as run:
         metrics = final_metrics(record["metrics"]) if unit.kind == "finetune" else record["metrics"]
         run.log_metrics(metrics, record.get("steps") or 0)
     write(record)

@@ -1,12 +1,14 @@
 """Experiment tracking. The only module that imports mlflow (DESIGN.md principle 6).
 
 Layout (one experiment per suite): suite run -> cell runs (pre-training config, RTD metrics, seed-aggregated
-task scores; one per cell and pretraining seed, `cell/<label>/pretrain_seed<k>`, when the suite lists
-`pretrain_seeds`) -> fine-tune runs (task x seed). Nesting is MLflow's parent-run tag. Params are dotted config paths,
-so the UI's parallel-coordinates and scatter charts can use them as axes. Every run carries its run key as a tag;
-a re-run reuses the run with that key instead of creating a duplicate. Finding-or-creating by key is not atomic in
-MLflow, so each key has one creator at a time: `run` holds the suite's lock, and workers (worker.py) create a run
-only while holding the lease of the unit (or setup) it belongs to.
+task scores; one per cell and pretraining seed when the suite lists `pretrain_seeds`) -> fine-tune runs (task x
+seed). Nesting is MLflow's parent-run tag. Run names lead with what differs between neighbours, since the UI cuts
+them at about 12 characters (`sst2 s0 · ELECTRA 0.25`, `ELECTRA 0.25 p1`, `<suite> · suite`; runner.py), and a
+re-opened run takes the current name; the `stage`, `cell`, `pretrain_seed`, `task` and `seed` tags say it in full.
+Params are dotted config paths, so the UI's parallel-coordinates and scatter charts can use them as axes. Every run
+carries its run key as a tag; a re-run reuses the run with that key instead of creating a duplicate.
+Finding-or-creating by key is not atomic in MLflow, so each key has one creator at a time: `run` holds the suite's
+lock, and workers (worker.py) create a run only while holding the lease of the unit (or setup) it belongs to.
 
 The interface is written once, as the `Tracker` and `Run` protocols below; `NullTracker` (tracking off, tests)
 and `MlflowTracker` implement them, and `make_tracker` picks one. The tracking URI is always explicit: an embedded
@@ -201,7 +203,7 @@ class MlflowTracker:
         logged: set = set()
         if existing is not None:
             run_id = existing.info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status="RUNNING", name=name)  # a store from before a naming change
             for metric in existing.data.metrics:  # a resumed or retried unit re-logs points: keep one of each
                 logged.update((metric, m.step, m.value) for m in self.client.get_metric_history(run_id, metric))
         else:

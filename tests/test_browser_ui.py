@@ -30,7 +30,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_MS = 60_000  # the UI is a large single-page app; a busy 2-core machine renders it slowly
 CELLS = ("ELECTRA", "random init")
-RUNS = ("suite/e2e", *(f"cell/{c}" for c in CELLS), "pretrain/ELECTRA", *(f"finetune/{c}/sst2/seed0" for c in CELLS))
+# Run names as runner.py makes them: suite, cells, the pre-training, fine-tunes led by task and seed.
+SUITE_RUN, PRETRAIN_RUN = "e2e · suite", "pretrain · ELECTRA"
+RUNS = (SUITE_RUN, *CELLS, PRETRAIN_RUN, *(f"sst2 s0 · {c}" for c in CELLS))
 
 
 @pytest.fixture(scope="module")
@@ -154,20 +156,20 @@ def test_mlflow_ui_shows_nested_runs_and_metric_charts(chromium, ui):  # chromiu
                 training.first.click()
             experiment.click()
             link = {name: page.get_by_role("link", name=name, exact=True) for name in RUNS}
-            expect(link["suite/e2e"]).to_be_visible(timeout=TIMEOUT_MS)
-            expect(link["cell/ELECTRA"]).to_have_count(0)  # nested: hidden under the collapsed suite run
-            _expand(page, "suite/e2e")
-            expect(link["cell/ELECTRA"]).to_be_visible(timeout=TIMEOUT_MS)
-            expect(link["pretrain/ELECTRA"]).to_have_count(0)  # nested under its (still collapsed) cell
+            expect(link[SUITE_RUN]).to_be_visible(timeout=TIMEOUT_MS)
+            expect(link["ELECTRA"]).to_have_count(0)  # nested: hidden under the collapsed suite run
+            _expand(page, SUITE_RUN)
+            expect(link["ELECTRA"]).to_be_visible(timeout=TIMEOUT_MS)
+            expect(link[PRETRAIN_RUN]).to_have_count(0)  # nested under its (still collapsed) cell
             for cell in RUNS[1:3]:  # each cell's pretrain / fine-tune runs
                 _expand(page, cell)
             for name in RUNS:
                 expect(link[name]).to_be_visible(timeout=TIMEOUT_MS)
             _save(page, tmp, "mlflow_ui.png")
 
-            link["pretrain/ELECTRA"].click()
+            link[PRETRAIN_RUN].click()
             page.get_by_role("tab", name="Model metrics").click()
-            expect(page.get_by_text("pretrain/ELECTRA (eval/disc_auc)")).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.get_by_text(f"{PRETRAIN_RUN} (eval/disc_auc)")).to_be_visible(timeout=TIMEOUT_MS)
             chart = page.locator(".js-plotly-plot, canvas").first  # MLflow draws run charts with plotly (SVG)
             expect(chart).to_be_visible(timeout=TIMEOUT_MS)
             assert page.locator(".js-plotly-plot g.trace path, canvas").count() > 0, "the charts have no lines"

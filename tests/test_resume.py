@@ -37,6 +37,7 @@ from test_suite_e2e import make_data_root
 from electra_bench import cli
 from electra_bench.config import load_suite
 from electra_bench.results import TornRecordWarning, read_records
+from electra_bench.runner import suite_run_name
 from electra_bench.suite import make_plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,7 +353,7 @@ def test_kill_at_the_very_end_leaves_no_running_run(point, fast_tmp, data_root):
     assert _killed_at(suite, point, fast_tmp / "killed.log") == 137, (fast_tmp / "killed.log").read_text()[-3000:]
     assert len(read_all(records_path(fast_tmp, name))) == 1
     running = [r.info.run_name for r in mlflow_runs(fast_tmp, name) if r.info.status == "RUNNING"]
-    assert "suite/" + name in running, running  # the state the re-run must repair
+    assert suite_run_name(name) in running, running  # the state the re-run must repair
     rerun = Child(suite, fast_tmp / "rerun.log")
     assert rerun.finish() == 0, rerun.text()[-3000:]
     assert "1 done, 0 to run" in rerun.text()

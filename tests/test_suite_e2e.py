@@ -120,6 +120,14 @@ def test_mlflow_hierarchy(suite_run):
     assert pre.data.params["pretrain.disc_weight"] == "50.0"
     assert "eval/disc_recall" in pre.data.metrics and "train/gen_loss" in pre.data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
+    # Run names lead with what differs (runner.py): task and seed, then the cell; the tags hold each part.
+    assert by_stage["suite"][0].info.run_name == "e2e · suite"
+    assert sorted(r.info.run_name for r in cells.values()) == ["ELECTRA", "random init"]
+    assert pre.info.run_name == "pretrain · ELECTRA"
+    named = {r.info.run_name: (r.data.tags["task"], r.data.tags["seed"], r.data.tags["cell"])
+             for r in by_stage["finetune"]}
+    assert named == {f"{t} s{s} · {c}": (t, str(s), c) for t in ("sst2", "conll2003") for s in (0, 1)
+                     for c in ("ELECTRA", "random init")}
     ft = by_stage["finetune"][0]
     assert ft.data.params["task"] in ("sst2", "conll2003") and "finetune.lr" in ft.data.params
     assert all(r.data.tags["code_version"] for r in runs)
@@ -170,8 +178,10 @@ def test_pretraining_seeds_end_to_end(tmp_path):
                                          + [("random init", None, s) for s in (0, 1)], key=str)
     assert "over 2 pre-trainings" in (tmp_path / "results" / "e2e" / "table.md").read_text()
     _, runs = _runs(tmp_path)
-    names = sorted(r.data.tags["mlflow.runName"] for r in runs if r.data.tags["stage"] == "cell")
-    assert names == ["cell/ELECTRA/pretrain_seed0", "cell/ELECTRA/pretrain_seed1", "cell/random init"]
+    cells = sorted((r.data.tags["mlflow.runName"], r.data.tags["cell"], r.data.tags.get("pretrain_seed"))
+                   for r in runs if r.data.tags["stage"] == "cell")
+    assert cells == [("ELECTRA p0", "ELECTRA", "0"), ("ELECTRA p1", "ELECTRA", "1"),
+                     ("random init", "random init", None)]
     assert cli.main(["run", str(tmp_path / "e2e.yaml"), "--no-progress"]) == 0
     assert len(read_records(tmp_path / "results" / "e2e" / "records.jsonl")) == len(records)
     assert len(_runs(tmp_path)[1]) == len(runs)

@@ -162,6 +162,33 @@ def test_wnli_and_a_custom_tsv_task_are_not_averaged_into_glue(tmp_path):
     assert "GLUE: mean of the task medians over sst2, rte." in render_markdown(table)
 
 
+def test_a_custom_three_class_task_with_macro_f1_as_headline(tmp_path):
+    """f1_macro (metrics.py) is a headline like any other: the table shows its medians, a claim on the task is
+    judged on it (higher is better, from the registry), and a search on the task maximises it."""
+    from electra_bench.config import load_suite
+    from electra_bench.search import direction
+
+    custom = {"name": "three_way", "kind": "classification", "format": "glue_tsv", "path": "custom/3",
+              "files": {"train": "train.tsv", "dev": "dev.tsv"}, "text_columns": ["s"], "label_column": "y",
+              "labels": ["neg", "neu", "pos"], "metrics": ["accuracy", "f1_macro", "f1_micro"], "headline": "f1_macro"}
+    claim = {"name": "A > B on three_way", "better": "A", "worse": "B", "metric": "three_way"}
+    (tmp_path / "s.yaml").write_text(json.dumps({
+        "name": "macro", "tasks": ["three_way"], "custom_tasks": [custom], "cells": [{"label": "A"}, {"label": "B"}],
+        "table": {"claims": [claim]}, "search": {"objective": "three_way", "space": {"finetune.lr": {
+            "type": "logfloat", "low": 1e-5, "high": 1e-3}}}}))
+    suite = load_suite(tmp_path / "s.yaml")
+    assert direction(suite.config.search, suite.tasks) == "maximize"
+    recs = [{"suite": "macro", "unit": "finetune", "run_key": f"{cell}-{seed}", "cell": cell, "label": cell, "axes": {},
+             "task": "three_way", "seed": seed, "metrics": {"accuracy": 70.0, "f1_macro": base + seed},
+             "headline_metric": "f1_macro", "headline": base + seed, "higher_is_better": True, "flags": [],
+             "code_version": "t"} for cell, base in (("A", 60.0), ("B", 40.0)) for seed in range(3)]
+    table = build_table(recs, suite.table_spec, judge(recs, suite.table_spec))
+    assert table.entries[("A", "three_way")].value == pytest.approx(61.0)
+    assert table.entries[("B", "three_way")].value == pytest.approx(41.0)
+    (verdict,) = table.verdicts
+    assert verdict.diff == pytest.approx(20.0) and verdict.metric == "three_way"
+
+
 def test_budget_curve_plots_tokens_per_objective_with_random_init_as_a_band(tmp_path):
     """axis `pretrain_tokens`: x = the pre-training's train_tokens x the cell's finetune.checkpoint, one line per
     row label (axis values stripped), cells without a pre-training as a band over their seeds."""

@@ -68,6 +68,8 @@ def test_all_builtin_tasks_registered():
 
 @pytest.mark.parametrize("change, message", [
     ({"metrics": ["acuracy"]}, "did you mean 'accuracy'"),
+    ({"labels": ["a", "b", "c"], "metrics": ["accuracy", "f1"]}, "metric 'f1' .* exactly 2 labels"),
+    ({"metrics": ["accuracy", "entity_f1"]}, "scores tagging tasks, not a classification task with 2 labels"),
     ({"headline": "f1"}, "headline 'f1'"),
     ({"header": False}, "integer column positions"),
     ({"colour": "red"}, "Extra inputs are not permitted"),

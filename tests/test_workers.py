@@ -121,10 +121,13 @@ def assert_hierarchy(runs, n_cells: int, n_pretrain: int, n_finetune: int) -> No
     assert {k: len(v) for k, v in by_stage.items()} == {"suite": 1, "cell": n_cells, "pretrain": n_pretrain,
                                                         "finetune": n_finetune}
     suite_id = by_stage["suite"][0].info.run_id
-    cells = {r.info.run_id: r.info.run_name.split("/", 1)[1] for r in by_stage["cell"]}
+    def cell_of(r):  # the tags of a cell run and its units' runs name the cell in full (runner.run_tags)
+        return r.data.tags["cell"], r.data.tags.get("pretrain_seed")
+
+    cells = {r.info.run_id: cell_of(r) for r in by_stage["cell"]}
     assert all(r.data.tags["mlflow.parentRunId"] == suite_id for r in by_stage["cell"])
-    for r in by_stage["pretrain"] + by_stage["finetune"]:  # run name: <stage>/<cell label>[/task/seed]
-        assert cells[r.data.tags["mlflow.parentRunId"]] == r.info.run_name.split("/")[1]
+    for r in by_stage["pretrain"] + by_stage["finetune"]:
+        assert cells[r.data.tags["mlflow.parentRunId"]] == cell_of(r)
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
 
 

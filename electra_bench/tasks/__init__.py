@@ -4,6 +4,7 @@ from electra_bench.tasks.base import (
     TASKS,
     DataError,
     HubSource,
+    ItemError,
     SplitLayout,
     TaskSpec,
     default_data_root,
@@ -17,6 +18,7 @@ from electra_bench.tasks.conll import read_conll
 from electra_bench.tasks.glue import both_orders, read_glue_tsv
 
 __all__ = [
-    "FORMATS", "TASKS", "DataError", "HubSource", "SplitLayout", "TaskSpec", "both_orders", "default_data_root",
-    "features_for", "glue_tasks", "load_split", "read_conll", "read_glue_tsv", "register_task", "task_from_dict",
+    "FORMATS", "TASKS", "DataError", "HubSource", "ItemError", "SplitLayout", "TaskSpec", "both_orders",
+    "default_data_root", "features_for", "glue_tasks", "load_split", "read_conll", "read_glue_tsv", "register_task",
+    "task_from_dict",
 ]

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from electra_bench.metrics import METRICS
+from electra_bench.metrics import METRICS, TaskKind
 from electra_bench.paths import check_name
 from electra_bench.registry import Registry, UnknownName
 
@@ -34,6 +34,15 @@ Column = str | int  # a header name, or a 0-based position (negative counts from
 
 class DataError(Exception):
     """Task data that is missing or malformed; the message names the file (and line) and the problem."""
+
+
+class ItemError(ValueError):
+    """A field validator's error about one item of its field: `at` extends the error's location (`metrics` ->
+    `metrics.1`), which config.py reads to name the item's line in the suite."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.at = (index,)
 
 
 class SplitLayout(BaseModel):
@@ -71,7 +80,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    kind: Literal["classification", "regression", "tagging"]
+    kind: TaskKind
     format: Literal["glue_tsv", "conll"]
     path: str  # folder relative to the data root, e.g. "glue/SST-2", "conll2003"
     files: dict[str, str] = Field(min_length=1)  # split name -> file name (".gz" files are read as gzip)
@@ -96,11 +105,23 @@ class TaskSpec(BaseModel):
     def _path_safe(cls, v: str) -> str:
         return check_name(v)  # prediction files and caches are named after the task
 
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_fit(cls, metrics: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # Each metric is registered and can score this kind of task with this many labels, as the metric itself
+        # declares (Metric.misfit): a 3-class task listing binary `f1` fails here, when its suite is loaded, not at
+        # the end of its first fine-tune. `kind` and `labels` come first in the class, so they are validated here
+        # (absent when invalid: that error is reported instead).
+        kind, labels = info.data.get("kind"), info.data.get("labels")
+        for i, name in enumerate(metrics):
+            if name not in METRICS:
+                raise ItemError(i, str(UnknownName("metric", name, METRICS.names())))
+            if kind is not None and labels is not None and (why := METRICS.get(name).misfit(kind, len(labels))):
+                raise ItemError(i, why)
+        return metrics
+
     @model_validator(mode="after")
     def _check(self) -> TaskSpec:
-        for metric in self.metrics:
-            if metric not in METRICS:
-                raise ValueError(str(UnknownName("metric", metric, METRICS.names())))
         if self.headline not in self.metrics:
             raise ValueError(f"headline '{self.headline}' is not one of the task's metrics {list(self.metrics)}")
         if self.kind == "regression" and self.labels:
