@@ -374,20 +374,36 @@ def _tokens_figure(infos: Mapping[str, CellInfo], stats: Mapping[tuple[str, str]
     """A budget curve: a task's headline (median over seeds, seeds as points) against the pre-training tokens of
     the checkpoint each cell fine-tunes (`train_tokens` of its pre-training x its `finetune.checkpoint` axis value),
     one line per row label (the label without its axis values); cells without a pre-training (random init) are a
-    band spanning their seeds' scores. The checkpoint must be a suite axis (a cell `set` is not in the records)."""
+    band spanning their seeds' scores. The checkpoint must be a suite axis (a cell `set` is not in the records).
+    A pre-training's record sits with the first cell that needed it: every cell whose label and non-`finetune.*`
+    axes match shares its train_tokens; lines are named by the row label and the other axes (e.g. objective=mlm)."""
     metric = plot.metric
     if not any(t == metric for _, t in stats):
         raise ValueError(f"plot: no records of task '{metric}'{did_you_mean(metric, sorted({t for _, t in stats}))}")
+
+    def row(info: CellInfo) -> str | None:  # the row label without its axis values; None for an unlabelled cell
+        if not info.axes:
+            return info.name
+        if info.label in (None, info.cell):
+            return None
+        return info.label.rsplit(" (", 1)[0] if info.label.endswith(")") else info.label
+
+    def upstream(info: CellInfo) -> tuple:  # what identifies a cell's pre-training: not its fine-tuning axes
+        return row(info), tuple(sorted((k, str(v)) for k, v in info.axes.items() if not k.startswith("finetune.")))
+
+    # The pre-training record sits with the first cell that needed it; its sibling checkpoints share it.
+    trained = {upstream(infos[c]): p for c, p in pre.items() if c in infos and "train_tokens" in p}
     lines: dict[str, list[Point]] = {}
     bands = []
     for c, info in infos.items():
         if (s := stats.get((c, metric))) is None or not s.n:
             continue
-        name = info.name.rsplit(" (", 1)[0] if info.axes and info.name.endswith(")") else info.name
-        if "train_tokens" not in pre.get(c, {}):
+        shown = {k.rsplit(".", 1)[-1]: v for k, v in info.axes.items() if k != "finetune.checkpoint"}
+        name = ", ".join(filter(None, [row(info), *(f"{k}={v}" for k, v in shown.items())])) or info.name
+        if (p := trained.get(upstream(info))) is None:
             bands.append((name, tuple(s.values)))
             continue
-        x = pre[c]["train_tokens"] * float(info.axes.get("finetune.checkpoint", 1.0))
+        x = p["train_tokens"] * float(info.axes.get("finetune.checkpoint", 1.0))
         lines.setdefault(name, []).append(Point(x, s.median, seeds=tuple(s.values)))
     headline = {s.metric for (_, t), s in stats.items() if t == metric}
     return Figure(plot.file or f"{metric}_vs_{PRETRAIN_TOKENS}.png", "pre-training tokens",

@@ -219,6 +219,36 @@ def test_budget_curve_plots_tokens_per_objective_with_random_init_as_a_band(tmp_
     assert render.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_budget_curve_checkpoints_share_the_first_cells_pretraining_record():
+    """As the runner writes them: one pre-training record per objective, on the first checkpoint cell only; cells
+    unlabelled (named by their axes). Every checkpoint must still be a point on its objective's line (a curve
+    run drew them as bands, since only the first cell had train_tokens)."""
+    from test_results import cell_runs
+
+    from electra_bench.results import aggregate, cell_infos, pretrain_summary
+    from electra_bench.schema import PlotConfig
+    from electra_bench.tables import figure
+
+    recs = []
+    for obj, base in (("electra", 50.0), ("mlm", 60.0)):
+        for i, frac in enumerate((0.125, 1.0)):
+            axes = {"pretrain.objective": obj, "finetune.checkpoint": frac}
+            cell = f"pretrain.objective={obj},finetune.checkpoint={frac}"
+            recs += cell_runs(cell, "sst2", [base + 10 * frac + d for d in (-1, 0, 1)], axes=axes, label=cell)
+            if i == 0:
+                recs.append({"suite": "t", "unit": "pretrain", "run_key": f"p{obj}", "cell": cell, "axes": axes,
+                             "label": cell, "task": None, "seed": 0, "metrics": {}, "flags": [],
+                             "code_version": "v", "train_tokens": 8e6})
+    recs += cell_runs("random init", "sst2", [48.0, 52.0, 50.0], label="random init")
+    stats = {(s.cell, s.task): s for s in aggregate(recs)}
+    fig = figure(cell_infos(recs), stats, pretrain_summary(recs), PlotConfig(axis="pretrain_tokens", metric="sst2"),
+                 [])
+    lines = dict(fig.lines)
+    assert set(lines) == {"objective=electra", "objective=mlm"}
+    assert [(p.x, p.y) for p in lines["objective=mlm"]] == [(1e6, 61.25), (8e6, 70.0)]
+    assert fig.bands == [("random init", (48.0, 52.0, 50.0))]
+
+
 def draw_plot_png(fig, tmp_path):
     from electra_bench.tables import draw_plot
 
