@@ -254,9 +254,9 @@ def cmd_plan(suite, args) -> int:
                       u.key[:12], fl, eta)
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
-    counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed")}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()) + (" — a run is in progress" if _is_running(plan)
-                                                                        else ""))
+    counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed", "blocked")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "blocked")
+                  + (" — a run is in progress" if _is_running(plan) else ""))
     for u in plan.units:
         if u.status == "failed":
             console.print(f"failed: {u.kind} {u.cell.run_label} {u.task or ''} {'' if u.seed is None else u.seed}: "
