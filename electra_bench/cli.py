@@ -303,9 +303,8 @@ def cmd_run(suite, args) -> int:
     reference = _load_reference(plan, args.reference)
     bad = run_plan(plan, show_progress=not args.no_progress)
     print(f"\nrecords: {plan.records_path}")
-    table = plan.records_path.parent / "table.md"
-    if table.exists():
-        print(table.read_text())
+    if (plan.records_path.parent / "table.md").exists():
+        _print_table(plan)
     _show_reference(plan, reference)
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
     from .tracking import mask_credentials
@@ -331,9 +330,19 @@ def cmd_table(suite, args) -> int:
     if not paths:
         print(f"no records yet in {plan.records_path}", file=sys.stderr)
         return 1
-    print((plan.records_path.parent / "table.md").read_text())
+    _print_table(plan)
     _show_reference(plan, reference)
     return 0
+
+
+def _print_table(plan) -> None:
+    """table.md, and where the headline figure (every seed of every cell) is."""
+    from .headline_plot import FILE
+
+    folder = plan.records_path.parent
+    print((folder / "table.md").read_text())
+    if (folder / FILE).exists():
+        print(f"headline figure (each seed and the median, per cell and task): {folder / FILE}")
 
 
 def _load_reference(plan, reference: str | None):

@@ -2,11 +2,11 @@
 
 Two steps. `build_table(records, spec)` aggregates the records once into a `Table`: entries per row x column
 (medians, spreads, GLUE scores, pre-training figures, best markers, paper numbers), notes, verdicts, the robustness
-blocks (robustness_tables.py) and the data of every plot (`Figure`). The renderers only format that model:
-`render_markdown` (table.md, with the verdicts and robustness sections), `render_latex` (booktabs), `render_csv`
-(one line per row x column, full precision), `draw_plot` / `robustness_tables.plot` (PNG); `render_all` writes them
-all. The same records give byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and
-nothing reads the clock.
+blocks (robustness_tables.py), the headline figure (headline_plot.py) and the data of every plot (`Figure`). The
+renderers only format that model: `render_markdown` (table.md, with the verdicts and robustness sections),
+`render_latex` (booktabs), `render_csv` (one line per row x column, full precision), `draw_plot` /
+`draw_headline` / `robustness_tables.plot` (PNG); `render_all` writes them all. The same records give
+byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing reads the clock.
 
 Failed units (`results.Failure`, passed beside the records: they left no record) are counted in their entries: a
 cell whose every unit failed keeps its row, an entry with no finished unit shows `✗ (k failed)` instead of the
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_bench import flops, robustness_tables
+from electra_bench import flops, headline_plot, robustness_tables
 from electra_bench.claims import GLUE, CellInfo, TableSpec, select_cells
 from electra_bench.registry import did_you_mean
 from electra_bench.results import (
@@ -98,6 +98,7 @@ class Table:
     verdicts: list[Verdict] = field(default_factory=list)
     robustness: list = field(default_factory=list)  # robustness_tables.RobustBlock per task with robustness records
     figures: list[Figure] = field(default_factory=list)  # one per spec plot
+    headline: headline_plot.HeadlineFigure | None = None  # every row's seeds per task (headline.png)
 
     @property
     def has_failures(self) -> bool:
@@ -217,6 +218,8 @@ def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Se
     table.robustness = robustness_tables.robust_blocks(records, by, [c for c, _ in ran], [n for _, n in ran],
                                                        spec.columns)
     table.figures = [figure(infos, by, pre, p, glue_tasks) for p in spec.plots]
+    table.headline = headline_plot.headline_figure(
+        by, list(zip(cells, names)), spec.columns, {k: sum(v) for k, v in unfinished.items()})
     return table
 
 
@@ -500,8 +503,8 @@ def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, ou
 
 def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str | Path,
                verdicts: Sequence[Verdict] = (), failures: Sequence[Failure] = ()) -> list[Path]:
-    """Write table.md (with `verdicts`), table.tex, table.csv and the spec's plots into out_dir; `failures` as for
-    build_table. Returns the paths."""
+    """Write table.md (with `verdicts`), table.tex, table.csv, the headline figure and the spec's plots into
+    out_dir; `failures` as for build_table. Returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = build_table(records, spec, verdicts, failures)
@@ -511,6 +514,8 @@ def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str 
         (out / name).write_text(text, encoding="utf-8", newline="\n")
         paths.append(out / name)
     paths += [draw_plot(f, out / f.file) for f in table.figures]
+    if table.headline is not None:
+        paths.append(headline_plot.draw_headline(table.headline, out / table.headline.file))
     if table.robustness:
         paths.append(robustness_tables.plot(table.robustness, out / "robustness.png"))
     return paths

@@ -109,7 +109,7 @@ def test_render_all_writes_tables_and_valid_pngs(tmp_path):
     names = [p.name for p in paths]
     assert names[:3] == ["table.md", "table.tex", "table.csv"]
     pngs = [p for p in paths if p.suffix == ".png"]
-    assert [p.name for p in pngs] == [f"glue_vs_{G}.png", "sst2_vs_train_flops.png"]
+    assert [p.name for p in pngs] == [f"glue_vs_{G}.png", "sst2_vs_train_flops.png", "headline.png"]
     for p in pngs:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -267,6 +267,7 @@ def test_cells_whose_units_all_failed_keep_their_rows_with_a_failure_mark(tmp_pa
     assert lines[0].endswith(",reference,n_failed,n_blocked")
     assert "ELECTRA,sst2,,,,,,0,0,0,,0,2" in lines and "BERT,sst2,,,,,,0,0,0,,2,0" in lines
     assert any(x.startswith("random init,sst2,60.0,") and x.endswith(",1,0") for x in lines)
+    assert (out / "headline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_pretraining_column_of_a_failed_pretraining_and_a_table_without_failures():
