@@ -230,72 +230,44 @@ def cmd_plan(suite, args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from .eta import duration, estimates, total
+    from .flops import BERT_VOCAB
     from .suite import pretrain_seed_of
     from .units import flops_per_step, planned_steps
 
     plan = _plan(suite, args)
-    speed = _measured_flops_per_s(Path(suite.config.results_dir))
+    seconds = estimates(plan)
     table = Table(title=f"{suite.config.name}: {len(plan.units)} units")
     for col in ("status", "unit", "cell", "pretrain seed", "task", "seed", "key", "train FLOPs", "est. time"):
         table.add_column(col)
-    vocab = 30522
-    if suite.cells and suite.cells[0].config.tokenizer.train_vocab_size:
-        vocab = suite.cells[0].config.tokenizer.train_vocab_size
     for u in plan.units:
-        fl, eta = "", ""
+        fl = ""
         if u.kind == "pretrain":
+            vocab = u.cell.config.tokenizer.train_vocab_size or BERT_VOCAB
             steps = planned_steps(u.cell.config, vocab)
-            total = flops_per_step(u.cell.config, vocab) * steps
-            fl = f"{total:.2e} ({steps} steps)"
-            # the measured rates are official-count FLOP/s: time the unit by its official count too
-            official = flops_per_step(_official_flops(u.cell.config), vocab) * steps
-            eta = f"~{official / speed[u.cell.config.pretrain.precision] / 60:.0f} min" if speed else ""
+            fl = f"{flops_per_step(u.cell.config, vocab) * steps:.2e} ({steps} steps)"
         pseed = pretrain_seed_of(u.cell)
         table.add_row(u.status, u.kind, u.cell.label, "" if pseed is None else str(pseed), u.task or "",
                       "" if u.seed is None else str(u.seed),
-                      u.key[:12], fl, eta)
+                      u.key[:12], fl, duration(seconds[u.key]) if u.key in seconds else "")
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
-    counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed")}
-    console.print(", ".join(f"{n} {s}" for s, n in counts.items()) + (" — a run is in progress" if _is_running(plan)
-                                                                        else ""))
+    counts = {s: sum(u.status == s for u in plan.units) for s in ("done", "pending", "failed", "blocked")}
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "blocked")
+                  + (" — a run is in progress" if _is_running(plan) else ""))
     for u in plan.units:
         if u.status == "failed":
             console.print(f"failed: {u.kind} {u.cell.run_label} {u.task or ''} {'' if u.seed is None else u.seed}: "
                           f"{u.reason}")
-    if speed:
-        console.print(f"time estimates: train FLOPs / the FLOP/s of earlier pre-training records under "
-                      f"{suite.config.results_dir}/ on this kind of machine (includes corpus preparation)")
+    todo = total(plan, seconds)
+    if todo.units:
+        left = f"; {todo.unestimated} of them without an estimate (not counted)" if todo.unestimated else ""
+        console.print(f"to run: {todo.units} units, ETA {duration(todo.seconds)}{left}")
+    if seconds:
+        console.print(f"time estimates from earlier records on this kind of machine: pre-training by the FLOP/s of "
+                      f"the pre-training records under {suite.config.results_dir}/ (includes corpus preparation), "
+                      f"fine-tuning by the FLOP/s of this suite's finished fine-tunes of the same task")
     return 0
-
-
-def _official_flops(run):
-    """The run with its FLOPs counted by the official convention (what the measured rates are in)."""
-    return run.model_copy(update={"pretrain": run.pretrain.model_copy(update={"flops_convention": "official"})})
-
-
-def _measured_flops_per_s(results_dir: Path) -> dict[str, float]:
-    """Median train_flops / wall_s of the finished pre-training records under results/, per precision; only records
-    counted by the official FLOPs convention (all before issue 14 were), so rates of both conventions never mix."""
-    from statistics import median
-
-    rates: dict[str, list[float]] = {}
-    for path in results_dir.rglob("records.jsonl"):
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops") \
-                    and rec.get("flops_convention", "official") == "official":
-                precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
-                rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
-    if not rates:
-        return {}
-    out = {k: median(v) for k, v in rates.items()}
-    out.setdefault("fp32", out.get("bf16", 0) / 2)  # bf16 autocast ~2x fp32 on these CPUs (levers.md)
-    out.setdefault("bf16", out["fp32"] * 2)
-    return out
 
 
 def cmd_run(suite, args) -> int:
@@ -305,9 +277,8 @@ def cmd_run(suite, args) -> int:
     reference = _load_reference(plan, args.reference)
     bad = run_plan(plan, show_progress=not args.no_progress)
     print(f"\nrecords: {plan.records_path}")
-    table = plan.records_path.parent / "table.md"
-    if table.exists():
-        print(table.read_text())
+    if (plan.records_path.parent / "table.md").exists():
+        _print_table(plan)
     _show_reference(plan, reference)
     uri = suite.config.tracking.uri or f"sqlite:///{(plan.work_dir / 'mlflow.db').resolve()}"
     from .tracking import mask_credentials
@@ -333,9 +304,19 @@ def cmd_table(suite, args) -> int:
     if not paths:
         print(f"no records yet in {plan.records_path}", file=sys.stderr)
         return 1
-    print((plan.records_path.parent / "table.md").read_text())
+    _print_table(plan)
     _show_reference(plan, reference)
     return 0
+
+
+def _print_table(plan) -> None:
+    """table.md, and where the headline figure (every seed of every cell) is."""
+    from .headline_plot import FILE
+
+    folder = plan.records_path.parent
+    print((folder / "table.md").read_text())
+    if (folder / FILE).exists():
+        print(f"headline figure (each seed and the median, per cell and task): {folder / FILE}")
 
 
 def _load_reference(plan, reference: str | None):

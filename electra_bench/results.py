@@ -16,7 +16,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -350,6 +350,23 @@ def glue_score(stats: Iterable[CellTaskStats], tasks: Sequence[str]) -> dict[str
         value = None if missing or not tasks else float(np.mean([m[t] for t in tasks]))
         out[cell] = GlueScore(value, tuple(tasks), missing)
     return out
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A unit of the suite that did not finish: it raised ("failed"), or it was not run because the pre-training it
+    starts from failed ("blocked"). Not a record (no result exists): `run` keeps failures in
+    work/<suite>/failures.jsonl and `suite.failed_units` reads them off the plan; tables count them beside the
+    records, so a cell whose every unit failed still has its row."""
+
+    cell: str  # as in a record: the cell's label
+    axes: Mapping[str, object]
+    unit: str  # "pretrain" | "finetune"
+    task: str | None
+    seed: int | None
+    pretrain_seed: int | None
+    blocked: bool = False
+    reason: str = ""
 
 
 def cell_infos(records: Iterable[dict]) -> dict[str, CellInfo]:

@@ -22,6 +22,7 @@ from .suite import (
     base_record,
     cell_digest,
     encoder_source,
+    failed_units,
     failure_reason,
     pretrain_dir,
     store_record,
@@ -42,11 +43,14 @@ FAILURES = "failures.jsonl"  # work/<suite>/failures.jsonl: failed units and why
 
 
 def render(plan: Plan) -> list[Path]:
+    """The suite's tables and plots from its records, with the plan's failed and blocked units counted in them;
+    nothing (no paths) while neither a record nor a failure exists."""
     records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
-    if not records:
+    failures = failed_units(plan)
+    if not records and not failures:
         return []
     spec = plan.suite.table_spec
-    return render_all(records, spec, plan.records_path.parent, judge(records, spec))
+    return render_all(records, spec, plan.records_path.parent, judge(records, spec), failures)
 
 
 def resolved_config(plan: Plan) -> str:

@@ -126,7 +126,7 @@ class Unit:
     key: str
     task: str | None = None
     seed: int | None = None
-    status: str = "pending"  # pending | done | failed | blocked
+    status: str = "pending"  # pending | done | failed | blocked (a fine-tune whose pre-training failed)
     reason: str = ""
 
 
@@ -202,8 +202,9 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     done = {r["run_key"] for r in read_records_safe(plan.records_path)}
     failed = failures(plan.work_dir)
     robust = robustness_identity(suite, root)
+    ups = {}
     for cell in plan.cells:
-        up = upstream_of(cell.config, root)
+        up = ups[id(cell)] = upstream_of(cell.config, root)
         if cell.config.needs_pretraining and all(u.key != up for u in plan.units):  # shared cells run once
             plan.units.append(Unit("pretrain", cell, up, status="done" if up in done else "pending"))
         for task in suite.config.tasks:
@@ -213,7 +214,18 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     for unit in plan.units:
         if unit.status == "pending" and unit.key in failed:
             unit.status, unit.reason = "failed", failed[unit.key]  # shown by `plan`; `run` retries it
+    broken = {u.key: u.reason for u in plan.units if u.kind == "pretrain" and u.status == "failed"}
+    for unit in plan.units:  # fine-tunes of a failed pre-training wait for it: `run` retries the pre-training first
+        if unit.kind == "finetune" and unit.status == "pending" and (up := ups[id(unit.cell)]) in broken:
+            unit.status, unit.reason = "blocked", f"pre-training failed: {broken[up]}"
     return plan
+
+
+def failed_units(plan: Plan) -> list[results_mod.Failure]:
+    """The plan's failed and blocked units, as tables count them (results.Failure)."""
+    return [results_mod.Failure(u.cell.label, u.cell.axes, u.kind, u.task, u.seed, pretrain_seed_of(u.cell),
+                                u.status == "blocked", u.reason)
+            for u in plan.units if u.status in ("failed", "blocked")]
 
 
 def read_records_safe(path: Path) -> list[dict]:

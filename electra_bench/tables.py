@@ -2,11 +2,16 @@
 
 Two steps. `build_table(records, spec)` aggregates the records once into a `Table`: entries per row x column
 (medians, spreads, GLUE scores, pre-training figures, best markers, paper numbers), notes, verdicts, the robustness
-blocks (robustness_tables.py) and the data of every plot (`Figure`). The renderers only format that model:
-`render_markdown` (table.md, with the verdicts and robustness sections), `render_latex` (booktabs), `render_csv`
-(one line per row x column, full precision), `draw_plot` / `robustness_tables.plot` (PNG); `render_all` writes them
-all. The same records give byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and
-nothing reads the clock.
+blocks (robustness_tables.py), the headline figure (headline_plot.py) and the data of every plot (`Figure`). The
+renderers only format that model: `render_markdown` (table.md, with the verdicts and robustness sections),
+`render_latex` (booktabs), `render_csv` (one line per row x column, full precision), `draw_plot` /
+`draw_headline` / `robustness_tables.plot` (PNG); `render_all` writes them all. The same records give
+byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing reads the clock.
+
+Failed units (`results.Failure`, passed beside the records: they left no record) are counted in their entries: a
+cell whose every unit failed keeps its row, an entry with no finished unit shows `✗ (k failed)` instead of the
+`–` of one not run yet, a partly failed one counts its failed seeds after n, and a legend under the table says so.
+A table without failures renders exactly as before they were counted.
 
 The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.from_mapping` of the keys of
 `schema.TableConfig` plus `glue_tasks` and `rows`); its knobs and their defaults are the schema's:
@@ -37,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from electra_bench import flops, robustness_tables
+from electra_bench import flops, headline_plot, robustness_tables
 from electra_bench.claims import GLUE, CellInfo, TableSpec, select_cells
 from electra_bench.registry import did_you_mean
 from electra_bench.results import (
     CellTaskStats,
+    Failure,
     Verdict,
     aggregate,
     bootstrap_group_ci,
@@ -68,8 +74,14 @@ class Entry:
     n_pretrain: int = 1  # distinct pretraining seeds among the kept runs
     n_degenerate: int = 0
     n_diverged: int = 0
+    n_failed: int = 0  # units of this row x column that raised (results.Failure)
+    n_blocked: int = 0  # fine-tunes not run because their pre-training failed
     best: bool = False
     reference: float | None = None
+
+    @property
+    def n_unfinished(self) -> int:
+        return self.n_failed + self.n_blocked
 
 
 @dataclass
@@ -86,6 +98,13 @@ class Table:
     verdicts: list[Verdict] = field(default_factory=list)
     robustness: list = field(default_factory=list)  # robustness_tables.RobustBlock per task with robustness records
     figures: list[Figure] = field(default_factory=list)  # one per spec plot
+    headline: headline_plot.HeadlineFigure | None = None  # every row's seeds per task (headline.png)
+
+    @property
+    def has_failures(self) -> bool:
+        """Some unit of the table failed: the legend, and the CSV's failure columns, are shown only then (a table
+        without failures renders as it did before failures were counted)."""
+        return any(e.n_unfinished for e in self.entries.values())
 
 
 @dataclass
@@ -137,16 +156,29 @@ def _ok(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
 
-def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Sequence[Verdict] = ()) -> Table:
+def _unfinished(failures: Sequence[Failure]) -> dict[tuple[str, str | None], tuple[int, int]]:
+    """(failed, blocked) units per (cell, task); a pre-training under (cell, None)."""
+    out: dict[tuple[str, str | None], tuple[int, int]] = {}
+    for f in failures:
+        failed, blocked = out.get((f.cell, f.task if f.unit == "finetune" else None), (0, 0))
+        out[(f.cell, f.task if f.unit == "finetune" else None)] = (failed + (not f.blocked), blocked + f.blocked)
+    return out
+
+
+def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Sequence[Verdict] = (),
+                failures: Sequence[Failure] = ()) -> Table:
     """Aggregate records once into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
-    claims judged by verdicts.judge, printed as they are."""
+    claims judged by verdicts.judge, printed as they are; `failures`: the suite's failed and blocked units
+    (suite.failed_units), counted in their entries: a cell whose every unit failed still gets its row."""
     spec = as_spec(spec, records)
     infos, stats, pre = cell_infos(records), aggregate(records), pretrain_summary(records)
     by = {(s.cell, s.task): s for s in stats}
-    cells = _row_cells(infos, spec.rows)
+    unfinished = _unfinished(failures)
+    row_infos = {**{f.cell: CellInfo(f.cell, f.cell, f.axes) for f in failures}, **infos}
+    cells = _row_cells(row_infos, spec.rows)
     glue_tasks = list(spec.glue_tasks)
     columns = spec.shown_columns
-    names = [infos[c].name for c in cells]
+    names = [row_infos[c].name for c in cells]
     if dupes := sorted({n for n in names if names.count(n) > 1}):
         raise ValueError(f"table: several cells share the row name(s) {dupes}; give them distinct labels")
     unknown_cols = sorted({col for ref in spec.reference.values() for col in ref if col not in columns})
@@ -159,14 +191,17 @@ def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Se
     glue = glue_score(stats, glue_tasks)
     for cell, name in zip(cells, names):
         for task in spec.columns:
+            failed, blocked = unfinished.get((cell, task), (0, 0))
             if (s := by.get((cell, task))) is not None:
                 table.entries[(name, task)] = Entry(s.median if s.n else None, s.sd, (s.ci_low, s.ci_high), s.n,
-                                                    s.n_pretrain, s.n_degenerate, s.n_diverged)
-        if GLUE in columns and cell in glue:
-            groups = [by[(cell, t)].values for t in glue_tasks] if glue[cell].value is not None else []
-            table.entries[(name, GLUE)] = Entry(glue[cell].value, ci=bootstrap_group_ci(groups))
+                                                    s.n_pretrain, s.n_degenerate, s.n_diverged, failed, blocked)
+            elif failed or blocked:
+                table.entries[(name, task)] = Entry(None, n_failed=failed, n_blocked=blocked)
+        if GLUE in columns:
+            _glue_entry(table, cell, name, glue, by, unfinished)
+        failed, _ = unfinished.get((cell, None), (0, 0))
         for col in spec.extra:
-            table.entries[(name, col)] = Entry(pre.get(cell, {}).get(col))
+            table.entries[(name, col)] = Entry(pre.get(cell, {}).get(col), n_failed=failed)
     for row, ref in spec.reference.items():
         for col, value in ref.items():
             table.entries.setdefault((row, col), Entry(None)).reference = float(value)
@@ -179,9 +214,25 @@ def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Se
         _mark_best(table, GLUE, True, spec.digits)
     table.notes = _notes(records, stats, spec, columns)
     table.verdicts = list(verdicts)
-    table.robustness = robustness_tables.robust_blocks(records, by, cells, names, spec.columns)
+    ran = [(c, n) for c, n in zip(cells, names) if c in infos]  # cells with records: robustness rows, spec plots
+    table.robustness = robustness_tables.robust_blocks(records, by, [c for c, _ in ran], [n for _, n in ran],
+                                                       spec.columns)
     table.figures = [figure(infos, by, pre, p, glue_tasks) for p in spec.plots]
+    table.headline = headline_plot.headline_figure(
+        by, list(zip(cells, names)), spec.columns, {k: sum(v) for k, v in unfinished.items()})
     return table
+
+
+def _glue_entry(table: Table, cell: str, name: str, glue: Mapping, by: Mapping, unfinished: Mapping) -> None:
+    """The GLUE score of a row; without one, the failed units of its GLUE tasks (why it is missing)."""
+    tasks = table.spec.glue_tasks
+    failed = sum(unfinished.get((cell, t), (0, 0))[0] for t in tasks)
+    blocked = sum(unfinished.get((cell, t), (0, 0))[1] for t in tasks)
+    if cell in glue and glue[cell].value is not None:
+        table.entries[(name, GLUE)] = Entry(glue[cell].value, ci=bootstrap_group_ci([by[(cell, t)].values
+                                                                                     for t in tasks]))
+    elif cell in glue or failed or blocked:
+        table.entries[(name, GLUE)] = Entry(None, ci=(math.nan, math.nan), n_failed=failed, n_blocked=blocked)
 
 
 def _notes(records: Sequence[dict], stats: list, spec: TableSpec, columns: list[str]) -> list[str]:
@@ -216,26 +267,35 @@ def _fmt_extra(column: str, x: float) -> str:
     return f"{x:.3f}" if abs(x) <= 1 else f"{x:.1f}"  # RTD metrics (recall, AUC, accuracy) are fractions
 
 
+NOT_RUN, FAILED = "–", "✗"  # no value yet; no unit of the row x column finished (all failed or blocked)
+LEGEND = (f"`{NOT_RUN}`: not run yet (or not recorded); `{FAILED}`: no unit of that row and column finished; "
+          "`k failed`: units that raised an error (the reasons: `electra-bench plan`); `k blocked`: fine-tunes not "
+          "run because their pre-training failed. `electra-bench run` retries both.")
+
+
 def _fmt_entry(e: Entry | None, column: str, spec: TableSpec, bold: tuple[str, str]) -> str:
     if e is None or not _ok(e.value):
-        return "–" if e is None or not (e.n_degenerate or e.n_diverged) else f"– ({_flag_text(e)})"
+        if e is None or not (e.n_degenerate or e.n_diverged or e.n_unfinished):
+            return NOT_RUN
+        return f"{NOT_RUN if e.n_degenerate or e.n_diverged else FAILED} ({_flag_text(e)})"
     d = spec.digits
     if e.n is None and column != GLUE:
-        return _fmt_extra(column, e.value)
+        return _fmt_extra(column, e.value) + (f" ({_flag_text(e)})" if e.n_unfinished else "")
     value = f"{e.value:.{d}f}"
     value = f"{bold[0]}{value}{bold[1]}" if e.best else value
     ci = f" [{e.ci[0]:.{d}f}, {e.ci[1]:.{d}f}]" if spec.spread == "ci" and _ok(e.ci[0]) else ""
     if e.n is None:  # GLUE score: no sd (its seeds are not runs), but its bootstrap CI in "ci" mode
         return value + ci
     spread = ci if spec.spread == "ci" else f" ± {e.sd:.{d}f}" if _ok(e.sd) else ""
-    flags = f"; {_flag_text(e)}" if e.n_degenerate or e.n_diverged else ""
+    flags = f"; {_flag_text(e)}" if e.n_degenerate or e.n_diverged or e.n_unfinished else ""
     runs = f"{e.n} over {e.n_pretrain} pre-trainings" if e.n_pretrain > 1 else f"{e.n}"
     return f"{value}{spread} ({runs}{flags})"
 
 
 def _flag_text(e: Entry) -> str:
-    parts = [f"{e.n_degenerate} degenerate"] * bool(e.n_degenerate) + [f"{e.n_diverged} diverged"] * bool(e.n_diverged)
-    return ", ".join(parts)
+    counts = ((e.n_degenerate, "degenerate"), (e.n_diverged, "diverged"), (e.n_failed, "failed"),
+              (e.n_blocked, "blocked"))
+    return ", ".join(f"{n} {what}" for n, what in counts if n)
 
 
 def _grid(table: Table, bold: tuple[str, str]) -> tuple[list[str], list[list[str]]]:
@@ -251,7 +311,7 @@ def _grid(table: Table, bold: tuple[str, str]) -> tuple[list[str], list[list[str
             header.append(f"{col} ({ref_name})")
             for row, cells in zip(table.rows, body):
                 ref = (table.entries.get((row, col)) or Entry(None)).reference
-                cells.append("–" if ref is None else f"{ref:.{d}f}")
+                cells.append(NOT_RUN if ref is None else f"{ref:.{d}f}")
     return header, body
 
 
@@ -260,6 +320,7 @@ def render_markdown(table: Table) -> str:
     lines = [f"# {table.title}", "", *[f"- {n}" for n in table.notes], "",
              "| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    lines += ["", LEGEND] if table.has_failures else []
     lines += robustness_tables.render_markdown(table.robustness, table.spec.digits)
     if table.verdicts:
         lines += ["", "## Verdicts", "", *[render_verdict(v) for v in table.verdicts]]
@@ -278,7 +339,8 @@ def render_verdict(v: Verdict) -> str:
 
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--"}
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--",
+                FAILED: r"$\times$"}
 
 
 def _tex(s: str) -> str:
@@ -296,21 +358,25 @@ def render_latex(table: Table) -> str:
              r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
              " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in body]
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+    legend = [f"% {_tex(LEGEND.replace('`', ''))}"] if table.has_failures else []
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}", *legend]) + "\n"
 
 
 def render_csv(table: Table) -> str:
-    """Long format, one line per row x column, floats at full precision (repr) for re-analysis."""
+    """Long format, one line per row x column, floats at full precision (repr) for re-analysis; the columns
+    n_failed and n_blocked follow when some unit failed (Table.has_failures)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    failures = table.has_failures
     w.writerow(["row", "column", "value", "sd", "ci_low", "ci_high", "n", "n_degenerate", "n_diverged", "best",
-                "reference"])
+                "reference", *(["n_failed", "n_blocked"] if failures else [])])
     num = lambda x: "" if not _ok(x) else repr(float(x))  # noqa: E731
     for row in table.rows:
         for col in table.columns:
             if (e := table.entries.get((row, col))) is not None:
                 w.writerow([row, col, num(e.value), num(e.sd), num(e.ci[0]), num(e.ci[1]),
-                            "" if e.n is None else e.n, e.n_degenerate, e.n_diverged, int(e.best), num(e.reference)])
+                            "" if e.n is None else e.n, e.n_degenerate, e.n_diverged, int(e.best), num(e.reference),
+                            *([e.n_failed, e.n_blocked] if failures else [])])
     return buf.getvalue()
 
 
@@ -452,17 +518,20 @@ def plot_metric_vs_axis(records: Sequence[dict], axis_path: str, metric: str, ou
 
 
 def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str | Path,
-               verdicts: Sequence[Verdict] = ()) -> list[Path]:
-    """Write table.md (with `verdicts`), table.tex, table.csv and the spec's plots into out_dir; return the paths."""
+               verdicts: Sequence[Verdict] = (), failures: Sequence[Failure] = ()) -> list[Path]:
+    """Write table.md (with `verdicts`), table.tex, table.csv, the headline figure and the spec's plots into
+    out_dir; `failures` as for build_table. Returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(records, spec, verdicts)
+    table = build_table(records, spec, verdicts, failures)
     paths = []
     for name, text in (("table.md", render_markdown(table)), ("table.tex", render_latex(table)),
                        ("table.csv", render_csv(table))):
         (out / name).write_text(text, encoding="utf-8", newline="\n")
         paths.append(out / name)
     paths += [draw_plot(f, out / f.file) for f in table.figures]
+    if table.headline is not None:
+        paths.append(headline_plot.draw_headline(table.headline, out / table.headline.file))
     if table.robustness:
         paths.append(robustness_tables.plot(table.robustness, out / "robustness.png"))
     return paths

@@ -46,14 +46,15 @@ N_RESAMPLES = 2000
 class _Cells:
     """Per cell, the kept runs of one claim metric as one stats.Grid per task (GLUE: one per GLUE task)."""
 
-    def __init__(self, records: list[dict], metric: str, glue_tasks: Sequence[str] | None, min_runs: int):
+    def __init__(self, records: list[dict], metric: str, glue_tasks: Sequence[str] | None, min_runs: int,
+                 suite_tasks: Sequence[str] = ()):
         stats = {(s.cell, s.task): s for s in aggregate(records, n_resamples=1)}
         self.infos = cell_infos(records)
         if metric == "glue" and not glue_tasks:
             raise ValueError("a claim on metric 'glue' needs the list of GLUE tasks")
         tasks = list(glue_tasks) if metric == "glue" else [metric]
         known = sorted({t for _, t in stats})
-        if metric != "glue" and metric not in known:
+        if metric != "glue" and metric not in known and metric not in suite_tasks:
             raise ValueError(f"claim metric '{metric}' matches no task in the records{did_you_mean(metric, known)}")
         # Without a list of controls: a cell pre-trains when it has a pretraining record or its fine-tunes name a
         # pretraining seed (set_controls refines it: the partly trained checkpoints of one pre-training have
@@ -170,14 +171,16 @@ def _best_among(claim: dict, sc: _Cells, metric: str, controls: list[str] | None
 
 def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks: Sequence[str] | None = None,
                     controls: Sequence[str | Mapping] | None = None, *, min_runs: int = MIN_RUNS,
-                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[Verdict]:
+                    n_resamples: int = N_RESAMPLES, seed: int = 0, tasks: Sequence[str] = ()) -> list[Verdict]:
     """Verdict per claim (rules in the module docstring). `controls`: selectors of the suite's random-init cells
     (every other cell then counts as pre-trained); None: no control, and cells without pretraining records count
     as not pre-trained.
 
     Either claim form may add `task`: then `metric` is a metric recorded by that task's fine-tunes, such as the
     robustness metric `robust_rel_drop/all` (lower is better), judged like a headline (`results.metric_view`).
-    A pairwise side must match at most one cell. Malformed claims raise ValueError."""
+    A pairwise side must match at most one cell. Malformed claims raise ValueError, and so does a claim on a task
+    without records, unless it is one of `tasks` (the suite's: not run yet, or all its units failed), which makes
+    the claim inconclusive for want of records."""
     out = []
     for claim in claims:
         keys = set(claim) - {"task"}
@@ -189,9 +192,9 @@ def evaluate_claims(records: Sequence[dict], claims: Sequence[dict], glue_tasks:
         metric = claim.get("metric", "glue")
         if "task" in claim:  # a recorded metric of one task, judged as its headline would be
             view = metric_view(records, metric, claim["task"])
-            sc, label = _Cells(view, claim["task"], None, min_runs), f"{claim['task']} {metric}"
+            sc, label = _Cells(view, claim["task"], None, min_runs, tasks), f"{claim['task']} {metric}"
         else:
-            sc, label = _Cells(list(records), metric, glue_tasks, min_runs), metric
+            sc, label = _Cells(list(records), metric, glue_tasks, min_runs, tasks), metric
         ctl = sc.set_controls(controls) if controls else None
         out.append(form(claim, sc, label, ctl, n_resamples, seed))
     return out
@@ -202,7 +205,7 @@ def judge(records: Sequence[dict], spec: TableSpec | Mapping) -> list[Verdict]:
     spec = as_spec(spec, records)
     if not spec.claims:
         return []
-    return evaluate_claims(records, spec.claims, spec.glue_tasks, spec.controls)
+    return evaluate_claims(records, spec.claims, spec.glue_tasks, spec.controls, tasks=spec.columns)
 
 
 # ------------------------------------------------------------------------------------ the claims of several suites

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from electra_bench.results import read_records
-from electra_bench.tables import build_table, plot_metric_vs_axis, render_all, render_csv, render_latex, render_markdown
+from electra_bench.tables import (
+    LEGEND,
+    build_table,
+    plot_metric_vs_axis,
+    render_all,
+    render_csv,
+    render_latex,
+    render_markdown,
+)
 from electra_bench.tasks import TASKS
 from electra_bench.verdicts import judge
 
@@ -101,7 +109,7 @@ def test_render_all_writes_tables_and_valid_pngs(tmp_path):
     names = [p.name for p in paths]
     assert names[:3] == ["table.md", "table.tex", "table.csv"]
     pngs = [p for p in paths if p.suffix == ".png"]
-    assert [p.name for p in pngs] == [f"glue_vs_{G}.png", "sst2_vs_train_flops.png"]
+    assert [p.name for p in pngs] == [f"glue_vs_{G}.png", "sst2_vs_train_flops.png", "headline.png"]
     for p in pngs:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -253,3 +261,81 @@ def draw_plot_png(fig, tmp_path):
     from electra_bench.tables import draw_plot
 
     return draw_plot(fig, tmp_path / fig.file)
+
+
+# --------------------------------------------------------------------------------- failed units (issue #17)
+
+FAILING_SUITE = """
+name: failing
+work_dir: {tmp}/work
+results_dir: {tmp}/results
+base:
+  model: {{size: tiny}}
+cells:
+  - label: ELECTRA
+  - label: BERT
+    set: {{pretrain.objective: mlm}}
+  - label: random init
+    set: {{finetune.init: random}}
+tasks: [sst2]
+seeds: [0, 1]
+"""
+
+
+def failing_plan(tmp_path):
+    """A plan where ELECTRA's pre-training failed (its fine-tunes blocked), BERT pre-trained but both its fine-tunes
+    failed, and random init has one finished and one failed seed; records and failures.jsonl as `run` leaves them."""
+    from electra_bench.config import load_suite
+    from electra_bench.results import append_record
+    from electra_bench.suite import make_plan, unit_record
+
+    (tmp_path / "failing.yaml").write_text(FAILING_SUITE.format(tmp=tmp_path))
+    plan = make_plan(load_suite(tmp_path / "failing.yaml"), tmp_path)
+    unit = {(u.cell.label, u.kind, u.seed): u for u in plan.units}
+    append_record(plan.records_path, unit_record(plan, unit[("BERT", "pretrain", None)], {"gen_loss": 6.0}, [],
+                                                 params=1000, steps=10, train_flops=1e12, wall_s=5.0))
+    append_record(plan.records_path, unit_record(plan, unit[("random init", "finetune", 0)], {"accuracy": 60.0}, [],
+                                                 headline_metric="accuracy", headline=60.0, higher_is_better=True,
+                                                 n_train=80, n_dev=30, wall_s=3.0))
+    failed = [("ELECTRA", "pretrain", None), ("BERT", "finetune", 0), ("BERT", "finetune", 1),
+              ("random init", "finetune", 1)]
+    plan.work_dir.mkdir(parents=True)
+    (plan.work_dir / "failures.jsonl").write_text("".join(
+        json.dumps({"run_key": unit[k].key, "reason": f"RuntimeError: {k[0]} broke"}) + "\n" for k in failed))
+    return make_plan(plan.suite, tmp_path)
+
+
+def test_cells_whose_units_all_failed_keep_their_rows_with_a_failure_mark(tmp_path):
+    from electra_bench.runner import render
+
+    plan = failing_plan(tmp_path)
+    blocked = [u for u in plan.units if u.status == "blocked"]
+    assert [(u.cell.label, u.seed) for u in blocked] == [("ELECTRA", 0), ("ELECTRA", 1)]
+    assert all(u.reason == "pre-training failed: RuntimeError: ELECTRA broke" for u in blocked)
+    render(plan)
+    out = plan.records_path.parent
+    md = (out / "table.md").read_text()
+    body = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert body == ["| ELECTRA | ✗ (2 blocked) |", "| BERT | ✗ (2 failed) |", "| random init | 60.0 (1; 1 failed) |"]
+    assert md.count(LEGEND) == 1 and md.index(body[-1]) < md.index(LEGEND)  # the legend under the table
+    tex = (out / "table.tex").read_text()
+    assert r"ELECTRA & $\times$ (2 blocked) \\" in tex and r"% --: not run yet" in tex
+    lines = (out / "table.csv").read_text().splitlines()
+    assert lines[0].endswith(",reference,n_failed,n_blocked")
+    assert "ELECTRA,sst2,,,,,,0,0,0,,0,2" in lines and "BERT,sst2,,,,,,0,0,0,,2,0" in lines
+    assert any(x.startswith("random init,sst2,60.0,") and x.endswith(",1,0") for x in lines)
+    assert (out / "headline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_pretraining_column_of_a_failed_pretraining_and_a_table_without_failures():
+    from electra_bench.results import Failure
+
+    fail = Failure("pretrain.generator_size=0.5", {G: 0.5}, "pretrain", None, 0, 0)
+    md = render_markdown(build_table(records(), SPEC, failures=[fail]))
+    assert "| 1.10e+17 (1 failed) | 13.5M (1 failed) | 72.1 (1 failed) |" in md and LEGEND in md
+    gone = Failure("new cell", {G: 2.0}, "pretrain", None, 0, 0)
+    assert "| new cell | – | – | – | – | – | – | ✗ (1 failed) | ✗ (1 failed) | ✗ (1 failed) |" in \
+        render_markdown(build_table(records(), SPEC, failures=[gone]))
+    plain = build_table(records(), SPEC)
+    assert not plain.has_failures and LEGEND not in render_markdown(plain)
+    assert render_csv(plain).splitlines()[0].endswith(",best,reference")

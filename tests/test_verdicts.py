@@ -111,3 +111,20 @@ def test_min_pretrain_seeds_is_the_smallest_calibrated_design():
             assert r["false_verdict_rate"] <= 0.05 + r["mc_error"], r
     assert all(r["false_verdict_rate"] > 0.05 + r["mc_error"]
                for r in rows if r["pretrain_seeds"] == 1 and r["noise"] == "paper ratio")
+
+
+def test_a_claim_on_a_suite_task_without_records_is_inconclusive_not_an_error():
+    """A task of the suite with no records (not run yet, or every unit failed: issue 17) leaves its claims
+    inconclusive, so the table that shows the failures still renders; a task outside the suite still raises."""
+    import pytest
+
+    from electra_bench.verdicts import judge
+
+    recs = cell("ELECTRA", [80.0, 81.0, 82.0]) + cell("BERT", [70.0, 71.0, 72.0]) + RANDOM
+    spec = {"columns": ["sst2", "rte"], "claims": [claim(), {**claim(), "name": "on rte", "metric": "rte"}],
+            "controls": ["random init"]}
+    sst2, rte = judge(recs, spec)
+    assert sst2.diff == pytest.approx(10.0)  # judged as before
+    assert (rte.verdict, rte.better, rte.worse) == ("inconclusive", "ELECTRA", "BERT") and "no records" in rte.note
+    with pytest.raises(ValueError, match="claim metric 'rte' matches no task in the records"):
+        evaluate_claims(recs, spec["claims"], controls=spec["controls"])
