@@ -6,7 +6,10 @@ sentences are 10-30 word-pieces: padding to 128 wastes ~4x, stack-notes), which 
 """
 from __future__ import annotations
 
+import copy
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 
 from . import progress
 from .metrics import METRICS, compute_metrics
-from .model.heads import EncoderWithHead, count_params, n_layers
+from .model.heads import EncoderWithHead, count_params, n_layers, to_hf
 from .optim import layerwise_lrs, linear_schedule, make_optimizer
 from .robustness import RobustSettings, context, perturbed_sets, summary
 from .tasks import TaskSpec, both_orders, load_split
@@ -44,6 +47,7 @@ class FinetuneSettings:
     seed: int
     predictions_dir: Path | None = None  # when set: test-split predictions in submission format go here
     robustness: RobustSettings | None = None  # when set: also score perturbed dev sets (robustness.py)
+    keep_best: bool = False  # keep (on the CPU) the weights of the best per-epoch dev headline: result "best"
 
 
 @dataclass
@@ -229,7 +233,8 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
     scheduler = linear_schedule(optimizer, total, round(s.warmup_fraction * total))
     lengths = [len(x) for x in train.input_ids]
     tagging, regression = spec.kind == "tagging", spec.kind == "regression"
-    step, t0, curve = 0, time.perf_counter(), []
+    step, t0, curve, best = 0, time.perf_counter(), [], None
+    higher = METRICS.get(spec.headline).higher_is_better
     with progress.bar(total, f"finetune {spec.name}", show_progress) as bar:
         while step < total:
             for rows in length_grouped_batches(lengths, s.batch_size, rng):
@@ -251,6 +256,9 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
                     metrics = score(spec, predict(model, dev, spec, s), dev_gold)
                     log({f"dev/{k}": v for k, v in metrics.items()}, step)
                     curve.append({"step": step, **metrics})
+                    if s.keep_best and improves(metrics[spec.headline], best, higher):
+                        best = {"step": step, "headline": metrics[spec.headline],
+                                "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
                 if step >= total:
                     break
     dev_scores: list = []
@@ -270,8 +278,35 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
     flags = ["degenerate"] if degenerate(spec, preds) else []
     return {"metrics": metrics, "headline": metrics[spec.headline], "flags": flags, "curve": curve,
             "n_train": len(train.input_ids), "n_dev": len(dev.input_ids), "steps": total,
-            "params": count_params(model), "wall_s": time.perf_counter() - t0,
+            "params": count_params(model), "wall_s": time.perf_counter() - t0, "best": best,
             "dev_predictions": dev_prediction_rows(spec, dev_ids, preds, dev_gold, dev_scores)}
+
+
+def improves(value: float, best: dict | None, higher_is_better: bool) -> bool:
+    """Whether a dev headline beats the kept best (the first evaluation always does; NaN never beats, a NaN best
+    is beaten by any number). Ties keep the earlier epoch."""
+    if best is None or math.isnan(best["headline"]):
+        return best is None or not math.isnan(value)
+    return value > best["headline"] if higher_is_better else value < best["headline"]
+
+
+def save_hf_model(model: EncoderWithHead, tokenizer, spec: TaskSpec, max_seq_length: int, folder: Path,
+                  state: dict | None = None) -> Path:
+    """`model` (or its weights `state`) as a standard HF folder: `AutoModelForSequenceClassification` /
+    `AutoModelForTokenClassification` (model.heads.to_hf; id2label = the task's label names) and the fast tokenizer
+    (`model_max_length` = the fine-tune's max sequence length), so `transformers.pipeline(task, model=folder)` runs
+    it. Written to a temporary folder and renamed, so a kill leaves the old folder or none, never half of one."""
+    hf = to_hf(model, None if spec.kind == "regression" else list(spec.labels), state)
+    tok = copy.deepcopy(tokenizer)  # the fine-tune's own tokenizer keeps its settings
+    tok.model_max_length = max_seq_length
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)  # a re-run of the same unit replaces its model
+    tmp.rename(folder)
+    return folder
 
 
 def dev_prediction_rows(spec: TaskSpec, ids: list[int], preds: list, gold: list, scores: list) -> list[dict]:

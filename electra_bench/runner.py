@@ -24,6 +24,7 @@ from .suite import (
     encoder_source,
     failed_units,
     failure_reason,
+    model_dir,
     pretrain_dir,
     store_record,
     stored_record,
@@ -40,6 +41,9 @@ from .verdicts import judge
 # last record): the next `run` enters every cell run and the suite run again, which closes them (FINISHED).
 OPEN_MARK = "tracking.open"
 FAILURES = "failures.jsonl"  # work/<suite>/failures.jsonl: failed units and why (plan shows them)
+# A saved fine-tuned model goes into MLflow only up to this size: ELECTRA-Small (14M params, ~55 MB fp32) and the
+# CPU-scale models fit, Base (110M, ~440 MB) and Large do not; their folder stays under work/<suite>/models/.
+MAX_MODEL_ARTIFACT_BYTES = 200_000_000
 
 
 def render(plan: Plan) -> list[Path]:
@@ -255,13 +259,16 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 robust = robust_settings(plan)  # None unless the suite has a `robustness:` section
                 out, wall = timed(lambda: run_finetune(cell.config, spec, unit.seed, env,
                                                        encoder_source(plan, cell), run.log_metrics, preds_dir,
-                                                       robust))
+                                                       robust, model_dir(plan, unit.key)))
                 run.log_metrics(final_metrics(out["metrics"]), out["steps"])
+                saved = {k: v for k, v in out.items() if k.startswith("saved_model")}
+                if saved:
+                    log_model(run, Path(saved["saved_model"]))
             record = unit_record(plan, unit, out["metrics"], out["flags"], headline_metric=spec.headline,
                                  headline=out["headline"], higher_is_better=METRICS.get(spec.headline).higher_is_better,
                                  n_train=out["n_train"], n_dev=out["n_dev"], wall_s=wall,
                                  dev_predictions=results_mod.write_predictions_file(
-                                     plan.records_path.parent, unit.key, out["dev_predictions"]))
+                                     plan.records_path.parent, unit.key, out["dev_predictions"]), **saved)
         store_record(plan, record)  # first: a kill between the two leaves a record another suite can adopt
         write(record)
         unit.status = "done"
@@ -276,6 +283,17 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
             f.write(json.dumps({"run_key": unit.key, "unit": unit.kind, "cell": cell.label, "task": unit.task,
                                 "seed": unit.seed, "reason": unit.reason}) + "\n")
         return False
+
+
+def log_model(run, folder: Path) -> None:
+    """A saved fine-tuned model (`finetune.save_model`) as the `model/` artifact of its MLflow run, unless it is over
+    MAX_MODEL_ARTIFACT_BYTES; the run is tagged with the folder either way."""
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    logged = size <= MAX_MODEL_ARTIFACT_BYTES
+    if logged:
+        run.log_artifacts(folder, "model")
+    run.set_tags({"saved_model": str(folder), "saved_model_artifact": "model" if logged else
+                  f"not logged: {size / 1e6:.0f} MB > {MAX_MODEL_ARTIFACT_BYTES / 1e6:.0f} MB"})
 
 
 def robust_settings(plan: Plan) -> RobustSettings | None:

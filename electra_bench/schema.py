@@ -183,6 +183,10 @@ class FinetuneConfig(Strict):
     # BERT config's 0.1 (hidden and attention) whatever pre-training used
     dropout: float = Field(0.1, ge=0, lt=1)  # GR bert_config hidden_dropout_prob 0.1 (T6)
     attention_dropout: float = Field(0.1, ge=0, lt=1)  # GR bert_config attention_probs_dropout_prob 0.1
+    # Save each fine-tuned model in Hugging Face format (AutoModelFor{Sequence,Token}Classification + tokenizer) under
+    # work/<suite>/models/<run_key>/: "last" = the weights the record scores, "best" = the best per-epoch dev
+    # headline's (kept in memory). Output only (the metrics are the same): not part of the run key.
+    save_model: Literal["none", "best", "last"] = "none"
 
 
 class RunConfig(Strict):

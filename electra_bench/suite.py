@@ -40,7 +40,7 @@ CODE_VERSION = "1"  # bump when a change alters what a unit computes
 # alters what that algorithm computes. two_stage 2: G truly frozen in stage two (issue 14).
 ALGORITHM_VERSIONS = {"two_stage": "2"}
 NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
-                "finetune.device",
+                "finetune.device", "finetune.save_model",  # where a unit runs, what it also writes
                 # speed-only GPU options (issue 15): other kernels for the same arithmetic, like `device`
                 "pretrain.fused_adam", "pretrain.compile", "pretrain.sdpa_backend")
 # Semantic fields added after results were keyed: left out of the key at these values (what the code did before
@@ -199,7 +199,7 @@ def pretrain_seed_of(cell: Cell) -> int | None:
 def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     root = Path(data_root or suite.config.data_root or default_data_root())
     plan = Plan(suite, root, cells=seed_cells(suite))
-    done = {r["run_key"] for r in read_records_safe(plan.records_path)}
+    done = {r["run_key"]: r for r in read_records_safe(plan.records_path)}
     failed = failures(plan.work_dir)
     robust = robustness_identity(suite, root)
     ups = {}
@@ -210,7 +210,8 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
         for task in suite.config.tasks:
             for seed in suite.config.seeds:
                 key = finetune_key(cell.config, suite.tasks[task], seed, up, robust)
-                plan.units.append(Unit("finetune", cell, key, task, seed, "done" if key in done else "pending"))
+                finished = key in done and model_saved(cell.config, done[key])
+                plan.units.append(Unit("finetune", cell, key, task, seed, "done" if finished else "pending"))
     for unit in plan.units:
         if unit.status == "pending" and unit.key in failed:
             unit.status, unit.reason = "failed", failed[unit.key]  # shown by `plan`; `run` retries it
@@ -226,6 +227,19 @@ def failed_units(plan: Plan) -> list[results_mod.Failure]:
     return [results_mod.Failure(u.cell.label, u.cell.axes, u.kind, u.task, u.seed, pretrain_seed_of(u.cell),
                                 u.status == "blocked", u.reason)
             for u in plan.units if u.status in ("failed", "blocked")]
+
+
+def model_saved(run: RunConfig, record: dict) -> bool:
+    """Whether a finished fine-tune has what `finetune.save_model` asks of it: nothing, or a saved model of that kind
+    whose folder is still there. A unit without one runs again (same key: its new record replaces the old)."""
+    want = run.finetune.save_model
+    return want == "none" or (record.get("saved_model_weights") == want
+                              and (Path(record.get("saved_model") or "") / "config.json").is_file())
+
+
+def model_dir(plan: Plan, key: str) -> Path:
+    """work/<suite>/models/<run_key>/: a fine-tune's saved HF model (`finetune.save_model`)."""
+    return plan.work_dir / "models" / key
 
 
 def read_records_safe(path: Path) -> list[dict]:
@@ -284,6 +298,8 @@ def stored_record(plan: Plan, unit: Unit) -> dict | None:
         return None
     if unit.kind == "pretrain" and not (pretrain_dir(plan, unit.key) / "state.pt").exists():
         return None  # the record outlived its checkpoint: train again
+    if unit.kind == "finetune" and not model_saved(unit.cell.config, rec):
+        return None  # a model is asked for that this record's run did not save (or that was deleted): train again
     return rec
 
 

@@ -41,6 +41,7 @@ class Run(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...  # dotted config paths -> values (truncated to fit)
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
+    def log_artifacts(self, folder: str | Path, subdir: str | None = None) -> None: ...  # a folder's files, as is
     def log_text(self, text: str, name: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...  # training / evaluation
@@ -81,6 +82,9 @@ class NullRun:
         pass
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        pass
+
+    def log_artifacts(self, folder: str | Path, subdir: str | None = None) -> None:
         pass
 
     def log_text(self, text: str, name: str) -> None:
@@ -136,6 +140,9 @@ class MlflowRun(NullRun):
 
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
         self.client.log_artifact(self.id, str(path), subdir)
+
+    def log_artifacts(self, folder: str | Path, subdir: str | None = None) -> None:
+        self.client.log_artifacts(self.id, str(folder), subdir)  # e.g. a saved HF model folder under `model/`
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.id, mask(text), name)  # suite.yaml, resolved config: tracking URIs masked

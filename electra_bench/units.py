@@ -16,7 +16,7 @@ import torch
 from . import corpus as corpus_mod
 from . import flops
 from .build import build_objective, disc_dims, electra_config
-from .finetune import FinetuneSettings, finetune
+from .finetune import FinetuneSettings, finetune, save_hf_model
 from .model.algorithms import ALGORITHMS
 from .model.heads import EncoderWithHead, load_encoder
 from .model.objectives import Vocab
@@ -196,9 +196,13 @@ def finetune_settings(run: RunConfig, spec, seed: int, device: str):
 
 
 def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str | None,
-                 log=lambda m, s: None, predictions_dir: Path | None = None, robustness=None) -> dict:
+                 log=lambda m, s: None, predictions_dir: Path | None = None, robustness=None,
+                 model_dir: Path | None = None) -> dict:
     """Fine-tune one (task, seed) from `encoder_source` (a save_pretrained dir or hub id; None = random init);
-    `robustness` (robustness.RobustSettings): also score perturbed dev sets."""
+    `robustness` (robustness.RobustSettings): also score perturbed dev sets. With `finetune.save_model` set and a
+    `model_dir`, the fine-tuned model is saved there in HF format (finetune.save_hf_model) and the result gains
+    `saved_model` (the folder), `saved_model_weights` (best / last), `saved_model_step` and `saved_model_headline`
+    (the dev headline of those weights; for `last`, the record's headline)."""
     from transformers import AutoTokenizer
 
 
@@ -220,5 +224,13 @@ def run_finetune(run: RunConfig, spec, seed: int, env: Env, encoder_source: str 
 
     if run.finetune.eval_test and predictions_dir is not None:
         settings = replace(settings, predictions_dir=predictions_dir)
-    settings = replace(settings, robustness=robustness)
-    return finetune(spec, model, tokenizer, settings, env.data_root, log, env.show_progress)
+    save = ft.save_model if model_dir is not None else "none"
+    settings = replace(settings, robustness=robustness, keep_best=save == "best")
+    out = finetune(spec, model, tokenizer, settings, env.data_root, log, env.show_progress)
+    best = out.pop("best")
+    if save != "none":
+        kept = best if save == "best" else {"step": out["steps"], "headline": out["headline"], "state": None}
+        save_hf_model(model, tokenizer, spec, settings.max_seq_length, model_dir, kept["state"])
+        out |= {"saved_model": str(model_dir), "saved_model_weights": save, "saved_model_step": kept["step"],
+                "saved_model_headline": kept["headline"]}
+    return out

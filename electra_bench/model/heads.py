@@ -3,13 +3,25 @@
 Paper §3.1 / GR classification_tasks.py: dropout + one linear layer on the first token's final hidden state (no
 pooler). HF's `ElectraClassificationHead` adds a dense+GELU layer; `head="hf"` selects it for comparison.
 Tagging: dropout + linear on every token; the first word-piece of each word carries the word's label (GR tagging).
+
+`to_hf` maps a fine-tuned EncoderWithHead onto the standard Hugging Face classes (`ElectraForSequenceClassification`,
+`ElectraForTokenClassification`), so `save_pretrained` gives a folder that `AutoModelFor*Classification` and
+`transformers.pipeline` load with no harness code. The encoder is already an HF `ElectraModel` (its keys carry over
+as they are); only the sequence head needs a mapping, because HF's is two layers with a GELU between.
 """
 from __future__ import annotations
 
 import copy
 
+import torch
 from torch import Tensor, nn
-from transformers import ElectraConfig, ElectraModel
+from transformers import (
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+    ElectraModel,
+    PreTrainedModel,
+)
 from transformers.models.electra.modeling_electra import ElectraClassificationHead
 
 
@@ -54,6 +66,50 @@ def load_encoder(source: str | None, config: ElectraConfig | None, dropout: floa
             setattr(config, name, value)
         return ElectraModel(config)
     return ElectraModel.from_pretrained(source, **overrides)
+
+
+def to_hf(model: EncoderWithHead, labels: list[str] | None,
+          state: dict[str, Tensor] | None = None) -> PreTrainedModel:
+    """The same function as `model` (its weights, or `state`: a state dict of it) as an HF model, in eval mode.
+
+    `labels`: class / tag names in id order (config id2label / label2id); None: regression (num_labels 1,
+    problem_type "regression"). Sequence tasks: the `hf` head is HF's own (keys copied); the paper's `linear` head
+    (W, b on [CLS]) goes into HF's dense -> GELU -> out_proj exactly, by GELU(x) - GELU(-x) = x: dense rows 0..C-1 are
+    (W, b), rows C..2C-1 are (-W, -b), the rest zero (GELU(0) = 0), and out_proj takes row i minus row C+i. Exact
+    at inference (fp32 rounding, ~1e-7 relative); training the exported model further trains HF's two-layer head
+    from that point (dropout then acts on the 2C GELU units instead of the [CLS] vector)."""
+    state = model.state_dict() if state is None else state
+    enc_cfg = model.electra.config
+    n_out = state["classifier.weight" if "classifier.weight" in state else "classifier.out_proj.weight"].shape[0]
+    if labels is not None and len(labels) != n_out:
+        raise ValueError(f"{len(labels)} label names for a head with {n_out} outputs")
+    names = list(labels) if labels is not None else ["LABEL_0"]
+    cls = ElectraForTokenClassification if model.per_token else ElectraForSequenceClassification
+    problem = None if model.per_token else ("regression" if labels is None else "single_label_classification")
+    cfg = ElectraConfig(**{**enc_cfg.to_dict(), "id2label": dict(enumerate(names)),
+                           "label2id": {n: i for i, n in enumerate(names)}, "problem_type": problem,
+                           "architectures": [cls.__name__]})
+    out = cls(cfg)
+    weights = {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
+    if not model.per_token and model.head == "linear":
+        weights |= linear_as_hf_head(weights.pop("classifier.weight"), weights.pop("classifier.bias"),
+                                     enc_cfg.hidden_size)
+    out.load_state_dict(weights, strict=True)  # every key of the HF model from the harness model, none left over
+    return out.eval()
+
+
+def linear_as_hf_head(weight: Tensor, bias: Tensor, hidden: int) -> dict[str, Tensor]:
+    """HF ElectraClassificationHead weights computing the linear map (weight [C, H], bias [C]) exactly (`to_hf`)."""
+    c = weight.shape[0]
+    if 2 * c > hidden:
+        raise ValueError(f"a linear head of {c} outputs needs hidden size >= {2 * c} to map onto HF's head")
+    dense_w, dense_b = torch.zeros(hidden, hidden), torch.zeros(hidden)
+    dense_w[:c], dense_b[:c] = weight, bias  # GELU(Wx + b)
+    dense_w[c:2 * c], dense_b[c:2 * c] = -weight, -bias  # GELU(-(Wx + b))
+    out_w = torch.zeros(c, hidden)
+    out_w[:, :c], out_w[:, c:2 * c] = torch.eye(c), -torch.eye(c)  # the difference: Wx + b
+    return {"classifier.dense.weight": dense_w, "classifier.dense.bias": dense_b,
+            "classifier.out_proj.weight": out_w, "classifier.out_proj.bias": torch.zeros(c)}
 
 
 def n_layers(model: nn.Module) -> int:
