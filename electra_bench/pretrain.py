@@ -278,6 +278,25 @@ def checkpoint_dir(out_dir: Path, fraction: float) -> Path:
 GENERATOR_DIR = "generator"  # <checkpoint>/generator: the masked-LM generator at that checkpoint, when there is one
 
 
+def save_checkpoint(objective, tokenizer, folder: Path) -> None:
+    """A `save_pretrained` folder of the network fine-tuning starts from, its tokenizer and its generator.
+
+    What a user loading it without the harness meets first: the tokenizer's `model_max_length` is the position
+    table's size (not transformers' 1e30 placeholder, which lets a pipeline crash on long input), and an ELECTRA
+    discriminator names its two classes original / replaced (not LABEL_0 / LABEL_1). Neither changes training."""
+    encoder = objective.encoder()
+    if hasattr(objective, "discriminator"):
+        encoder.config.id2label, encoder.config.label2id = {0: "original", 1: "replaced"}, {"original": 0,
+                                                                                             "replaced": 1}
+    encoder.save_pretrained(folder)
+    limit, tokenizer.model_max_length = tokenizer.model_max_length, encoder.config.max_position_embeddings
+    try:
+        tokenizer.save_pretrained(folder)
+        save_generator(objective, tokenizer, folder)
+    finally:
+        tokenizer.model_max_length = limit
+
+
 def save_generator(objective, tokenizer, checkpoint: Path) -> None:
     """Save the masked-LM generator beside the discriminator (robustness.py samples substitutions from it). Only
     written, never read back by training: results and run keys do not change. No-op for MLM / unigram."""
@@ -368,10 +387,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
             if evals or step == s.steps:
                 log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s, train).items()}, step)
             if step in ckpt_steps:
-                save = checkpoint_dir(out_dir, ckpt_steps[step])
-                objective.encoder().save_pretrained(save)
-                tokenizer.save_pretrained(save)
-                save_generator(objective, tokenizer, save)
+                save_checkpoint(objective, tokenizer, checkpoint_dir(out_dir, ckpt_steps[step]))
             if saves:
                 _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
             bar.update(1)

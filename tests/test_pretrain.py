@@ -214,6 +214,18 @@ def test_checkpoints_are_loadable_by_transformers(run_a, tokenizer):
     assert logits.shape[-1] == 3 and torch.isfinite(logits).all()
 
 
+def test_checkpoints_name_their_limits_and_labels(run_a):
+    """Issue 18.7: a saved tokenizer with model_max_length 1e30 lets a pipeline crash on long input, and the
+    discriminator loaded with placeholder labels LABEL_0/1."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    out, _, _ = run_a
+    ckpt = out / "checkpoint-100pct"
+    cfg = AutoConfig.from_pretrained(ckpt)
+    assert AutoTokenizer.from_pretrained(ckpt).model_max_length == cfg.max_position_embeddings < 10_000
+    assert cfg.id2label == {0: "original", 1: "replaced"} and cfg.label2id == {"original": 0, "replaced": 1}
+
+
 def test_final_metrics(run_a):
     _, result, logs = run_a
     m = result["metrics"]
