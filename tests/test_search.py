@@ -50,6 +50,22 @@ def test_trials_run_and_are_recorded(searched):
     assert all(1e-4 <= x["params"]["finetune.lr"] <= 3e-3 for x in lines)
 
 
+def test_the_study_opens_as_optuna_dashboard_opens_it(searched):
+    """The README's one-liner `optuna-dashboard work/<suite>/optuna.journal`: the dashboard reads the journal file
+    with Optuna's own JournalStorage; so does this test, without the harness's code."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    tmp, _, _ = searched
+    journal = tmp / "work" / "search_e2e" / "optuna.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert summary.n_trials == 3 and len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 3
+    assert set(study.best_params) == {"finetune.lr", "finetune.epochs"}
+
+
 def test_study_and_trial_runs_in_mlflow(searched):
     from mlflow.tracking import MlflowClient
 
