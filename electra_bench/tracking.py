@@ -159,6 +159,9 @@ class MlflowRun(NullRun):
         self.client.log_inputs(self.id, [DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
 
 
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"  # the UI's own tag and value
+
+
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
         warnings.filterwarnings("ignore", module="sqlalchemy")
@@ -170,7 +173,10 @@ class MlflowTracker:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root)
+                # The UI opens an experiment in the view its kind names; MLflow 3 guesses GenAI for a new one, which
+                # hides the suite -> cell -> fine-tune runs until the user switches to model training.
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root,
+                                                                   tags={EXPERIMENT_KIND: MODEL_TRAINING})
                 return
             except Exception:  # another worker created it between our look-up and create: use theirs
                 exp = self.client.get_experiment_by_name(experiment)

@@ -79,3 +79,14 @@ def test_cell_pretrain_and_suite_run_names_lead_with_label_and_name(tmp_path):
     assert {unit_run_name(u) for u in plan.units if u.kind == "pretrain"} == {
         f"pretrain · ELECTRA {g} p{p}" for g in (0.25, 0.5) for p in (0, 1)}
     assert suite_run_name("names") == "names · suite"
+
+
+def test_new_experiments_open_on_runs_in_the_ui(tmp_path):
+    """MLflow 3's UI opens an untagged experiment in its GenAI view, where the suite -> cell -> fine-tune runs are
+    hidden: the harness tags every experiment it creates as model training (the UI's own tag)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.MlflowTracker(uri, "kind", str(tmp_path / "artifacts"))
+    exp = MlflowClient(tracking_uri=uri).get_experiment(tracker.experiment_id)
+    assert exp.tags[tracking.EXPERIMENT_KIND] == "custom_model_development"
