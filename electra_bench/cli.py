@@ -274,6 +274,7 @@ def cmd_run(suite, args) -> int:
     from .runner import run_plan
 
     plan = _plan(suite, args)
+    _refuse_label_clashes(plan, args)
     reference = _load_reference(plan, args.reference)
     bad = run_plan(plan, show_progress=not args.no_progress)
     print(f"\nrecords: {plan.records_path}")
@@ -285,6 +286,24 @@ def cmd_run(suite, args) -> int:
 
     print(f"MLflow UI: electra-bench ui {suite.path}   (or: mlflow ui --backend-store-uri {mask_credentials(uri)})")
     return _report_bad(bad)
+
+
+def _refuse_label_clashes(plan, args) -> None:
+    """A `--set` re-run into the records of the suite's own config would file another config's numbers under the
+    same cell labels (`table` keeps the newer per seed): refused, nothing written."""
+    given = [o for o in args.overrides if not o.startswith("results_dir=")]
+    if not given:
+        return
+    from .config import ConfigError
+    from .suite import label_clashes
+
+    if clash := label_clashes(plan):
+        first = ", ".join(f"{u.cell.label}{' ' + u.task if u.task else ''}{'' if u.seed is None else f' seed {u.seed}'}"
+                          for u in clash[:3])
+        raise ConfigError(f"{' '.join('--set ' + o for o in given)} changes {len(clash)} units whose cell labels "
+                          f"already have records of another config in {plan.records_path} ({first}"
+                          f"{', ...' if len(clash) > 3 else ''}): put these runs apart with --results DIR, or give "
+                          f"the change its own cell label in the suite", "--set", None, None)
 
 
 def _report_bad(bad) -> int:

@@ -222,6 +222,15 @@ def make_plan(suite: Suite, data_root: Path | None = None) -> Plan:
     return plan
 
 
+def label_clashes(plan: Plan) -> list[Unit]:
+    """Units still to run whose cell label, task and seeds already have a record of another run key: run, they
+    would put two configs under one label (a `--set` re-run), and tables keep only the newer without saying so."""
+    have = {(r["unit"], r["cell"], r.get("task"), r.get("seed"), r.get("pretrain_seed")): r["run_key"]
+            for r in read_records_safe(plan.records_path)}
+    return [u for u in plan.units if u.status != "done"
+            and have.get((u.kind, u.cell.label, u.task, u.seed, pretrain_seed_of(u.cell)), u.key) != u.key]
+
+
 def failed_units(plan: Plan) -> list[results_mod.Failure]:
     """The plan's failed and blocked units, as tables count them (results.Failure)."""
     return [results_mod.Failure(u.cell.label, u.cell.axes, u.kind, u.task, u.seed, pretrain_seed_of(u.cell),

@@ -146,3 +146,33 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, capsys):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     units.warn_emulated_bf16("bf16", "cpu", "finetune.precision")
     assert capsys.readouterr().err == ""
+
+
+def test_a_set_rerun_into_other_configs_records_is_refused(tmp_path, capsys):
+    """Issue 18.7: `run --set` over a suite's finished records made sibling runs with the same labels, and `table`
+    silently showed one config's numbers for the other. Refused (exit 2, nothing run); the plan's own keys pass."""
+    import json
+
+    from test_suite_e2e import make_data_root
+
+    from electra_bench.config import load_suite
+    from electra_bench.suite import label_clashes, make_plan
+
+    make_data_root(tmp_path / "data")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: clash\ndata_root: {tmp_path / 'data'}\nwork_dir: {tmp_path / 'work'}\n"
+                     f"results_dir: {tmp_path / 'results'}\nbase:\n  tokenizer: {{vocab: vocab/vocab.txt}}\n"
+                     "  finetune: {init: random}\ncells: [{label: random init}]\ntasks: [sst2]\nseeds: [0]\n")
+    plan = make_plan(load_suite(suite))
+    (unit,) = plan.units
+    plan.records_path.parent.mkdir(parents=True)
+    record = {"run_key": unit.key, "unit": "finetune", "cell": "random init", "label": "random init", "task": "sst2",
+              "seed": 0, "suite": "clash", "axes": {}, "metrics": {"accuracy": 50.0}, "flags": [], "code_version": "v",
+              "headline_metric": "accuracy", "headline": 50.0, "higher_is_better": True}
+    plan.records_path.write_text(json.dumps(record) + "\n")
+    assert label_clashes(make_plan(load_suite(suite, ["finetune.lr=0.002"]))) and not label_clashes(plan)
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    code = cli.main(["run", str(suite), "--set", "finetune.lr=0.002", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--set finetune.lr=0.002 changes 1 units whose cell labels already have records" in err
+    assert "--results DIR" in err and sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before
