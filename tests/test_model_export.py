@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model_config
-from test_suite_e2e import NAMES, NEG, POS, make_data_root
+from test_suite_e2e import NAMES, NEG, POS, TINY_HEAD, make_data_root
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer, pipeline
 
 from electra_bench import cli
@@ -135,16 +135,7 @@ def test_best_is_the_best_dev_headline_first_on_ties_and_never_nan():
     assert not improves(nan, {"headline": 0.5}, True) and improves(0.1, {"headline": nan}, True)
 
 
-SUITE = """
-name: export
-data_root: {root}
-work_dir: {work}
-results_dir: {results}
-base:
-  model: {{size: tiny, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, embedding_size: 16,
-          dropout: 0.0, attention_dropout: 0.0}}
-  tokenizer: {{vocab: vocab/vocab.txt}}
-  corpus: {{sources: [corpus/tiny/*.txt], max_seq_length: 32, heldout_blocks: 8}}
+SUITE = TINY_HEAD.replace("{name}", "export") + """\
   finetune: {{init: random, epochs: 6, batch_size: 8, lr: 3.0e-3, dropout: 0.0, attention_dropout: 0.0,
              max_seq_length: 40, save_model: {save}}}
 cells:

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_suite_e2e import make_data_root
+from test_suite_e2e import TINY_HEAD, make_data_root
 
 from electra_bench import cli
 from electra_bench.config import load_suite
@@ -44,16 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 60  # saved states at 15, 30 and 60 (checkpoint fractions); evals at 20, 40, 60; train/loss every 3 steps
 LOG_EVERY = 3  # units.settings_for: min(50, max(1, steps // 20))
 
-SUITE = """
-name: {name}
-data_root: {root}
-work_dir: {work}
-results_dir: {results}
-base:
-  model: {{size: tiny, hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, embedding_size: 16,
-          dropout: 0.0, attention_dropout: 0.0}}
-  tokenizer: {{vocab: vocab/vocab.txt}}
-  corpus: {{sources: [corpus/tiny/*.txt], max_seq_length: 32, heldout_blocks: 8}}
+SUITE = TINY_HEAD + """\
   pretrain: {{steps: {steps}, batch_size: 4, eval_every: 20, eval_batches: 1, checkpoints: [0.25, 0.5, 1.0]}}
   finetune: {{epochs: 1, batch_size: 8, lr: 1.0e-3}}
 cells:

@@ -49,8 +49,10 @@ def make_data_root(root: Path, seed: int = 0) -> Path:
     return root
 
 
-SUITE = """
-name: e2e
+# The header of every tiny end-to-end suite (a 2-layer 32-wide model on the fixture vocab and corpus): tests add
+# their own pretrain/finetune/cells and `.format` it (name, root, work, results; doubled braces survive one format).
+TINY_HEAD = """
+name: {name}
 data_root: {root}
 work_dir: {work}
 results_dir: {results}
@@ -59,6 +61,9 @@ base:
           dropout: 0.0, attention_dropout: 0.0}}
   tokenizer: {{vocab: vocab/vocab.txt}}
   corpus: {{sources: [corpus/tiny/*.txt], max_seq_length: 32, heldout_blocks: 8}}
+"""
+
+SUITE = TINY_HEAD.replace("{name}", "e2e") + """\
   pretrain: {{steps: 8, batch_size: 4, eval_every: 4, eval_batches: 1, checkpoints: [0.5, 1.0]}}
   finetune: {{epochs: 1, batch_size: 8, lr: 1.0e-3}}
 cells:
