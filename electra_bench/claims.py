@@ -48,6 +48,13 @@ class CellInfo:
         return self.label or self.cell or "default"
 
 
+def axis_sort_key(info: CellInfo) -> tuple:
+    """Order of cells by their axis values, then name."""
+    # Numbers before strings, so a generator-size sweep reads 0.25, 0.5, 1.0 whatever order the runs finished in.
+    values = tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for _, v in sorted(info.axes.items()))
+    return values, info.name
+
+
 def select_cells(infos: Mapping[str, CellInfo], selector: str | Mapping) -> list[str]:
     """Cells matched by a selector: a label or cell string, or a dict of axis values that must all match."""
     if isinstance(selector, str):

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from electra_bench.plots import plot_metric_vs_axis
 from electra_bench.results import read_records
 from electra_bench.tables import (
     LEGEND,
     build_table,
-    plot_metric_vs_axis,
     render_all,
     render_csv,
     render_latex,
@@ -202,9 +202,9 @@ def test_budget_curve_plots_tokens_per_objective_with_random_init_as_a_band(tmp_
     row label (axis values stripped), cells without a pre-training as a band over their seeds."""
     from test_results import cell_runs
 
+    from electra_bench.plots import figure
     from electra_bench.results import aggregate, cell_infos, pretrain_summary
     from electra_bench.schema import PlotConfig
-    from electra_bench.tables import figure
 
     recs = []
     for obj, base in (("ELECTRA", 50.0), ("BERT", 60.0)):
@@ -233,9 +233,9 @@ def test_budget_curve_checkpoints_share_the_first_cells_pretraining_record():
     run drew them as bands, since only the first cell had train_tokens)."""
     from test_results import cell_runs
 
+    from electra_bench.plots import figure
     from electra_bench.results import aggregate, cell_infos, pretrain_summary
     from electra_bench.schema import PlotConfig
-    from electra_bench.tables import figure
 
     recs = []
     for obj, base in (("electra", 50.0), ("mlm", 60.0)):
@@ -258,7 +258,7 @@ def test_budget_curve_checkpoints_share_the_first_cells_pretraining_record():
 
 
 def draw_plot_png(fig, tmp_path):
-    from electra_bench.tables import draw_plot
+    from electra_bench.plots import draw_plot
 
     return draw_plot(fig, tmp_path / fig.file)
 
