@@ -87,6 +87,9 @@ class PretrainConfig(Strict):
     # objectives, BERT style (80% [MASK] / 10% random / 10% kept) for `mlm` (Table 5 "BERT", §3.5).
     mask_style: Literal["auto", "electra", "bert"] = "auto"
     temperature: float = Field(1.0, gt=0)  # generator sampling temperature (GR `temperature`)
+    # annealed sampling: linear from `temperature` at the first step to this at the last (None: constant). Not in
+    # the paper: an issue-14 lever (T=2 fakes are easy enough to leave the plateau, T=1 ones are the paper's)
+    temperature_end: float | None = Field(None, gt=0)
     tying: Literal["none", "embeddings", "all"] = "embeddings"  # §3.2: tied embeddings (83.6/84.3/84.4)
     two_stage_switch: float = Field(0.5, gt=0, lt=1)  # two_stage: fraction of steps training G alone
     lr: float = Field(5e-4, gt=0)  # T6 Small 5e-4
@@ -149,6 +152,9 @@ class PretrainConfig(Strict):
             raise ValueError("two_stage initialises D from G: it needs generator_size 1 (§3.2)")
         if self.generator_size == "unigram" and self.algorithm != "joint":
             raise ValueError("a unigram generator has nothing to train: algorithm must be 'joint'")
+        if self.temperature_end is not None and (self.objective == "mlm" or self.generator_size == "unigram"):
+            raise ValueError("temperature_end anneals a masked-LM generator's sampling: objective 'mlm' and a "
+                             "unigram generator have none")
         if self.objective == "mlm" and self.algorithm != "joint":
             raise ValueError("objective 'mlm' has no generator: algorithm must be 'joint'")
         if self.fused_adam and not self.adam_bias_correction:

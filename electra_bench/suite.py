@@ -46,7 +46,7 @@ NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_ev
 # Semantic fields added after results were keyed: left out of the key at these values (what the code did before
 # they existed), so finished units keep their keys; any other value changes it.
 KEYED_UNLESS_DEFAULT = {"pretrain.tf32": True, "pretrain.grad_accumulation": 1,
-                        "pretrain.flops_convention": "official"}
+                        "pretrain.flops_convention": "official", "pretrain.temperature_end": None}
 # Fields added after results were keyed whose earlier behaviour was another field's value: left out of the key
 # when equal to it (fine-tuning used the pre-training dropout before finetune.dropout existed).
 KEYED_UNLESS_EQUAL = {"finetune.dropout": "model.dropout",

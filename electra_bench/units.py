@@ -157,9 +157,9 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
         counts[list(vocab.special_ids)] = 0
     torch.manual_seed(run.pretrain.seed)  # the same seed gives the same initial weights
     objective = build_objective(run.model, run.pretrain, vocab, counts)
-    algo_cls = ALGORITHMS[run.pretrain.algorithm]
-    algorithm = algo_cls(objective, run.pretrain.two_stage_switch) if run.pretrain.algorithm == "two_stage" \
-        else algo_cls(objective)
+    pre = run.pretrain
+    extra = {"switch_fraction": pre.two_stage_switch} if pre.algorithm == "two_stage" else {}
+    algorithm = ALGORITHMS[pre.algorithm](objective, temperature_end=pre.temperature_end, **extra)
     steps = planned_steps(run, vocab.size)
     device = resolve_device(run.pretrain.device)
     warn_emulated_bf16(run.pretrain.precision, device, "pretrain.precision")

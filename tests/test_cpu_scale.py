@@ -164,6 +164,60 @@ def test_heldout_eval_samples_at_temperature_1_and_restores_the_training_one(mon
     assert all(g.temperature == 2.0 for g in gens)
 
 
+def test_annealed_temperature_goes_linearly_from_start_to_end_and_evals_stay_at_1(monkeypatch, tmp_path):
+    """pretrain.temperature_end (an issue-14 lever): the training fakes are sampled at T = 2 -> 1 linearly over the
+    steps, for joint and two-stage training; the held-out evals still sample at T=1; MLM and unigram generators
+    refuse it."""
+    from pydantic import ValidationError
+
+    from electra_bench.build import build_objective
+    from electra_bench.corpus import Blocks
+    from electra_bench.model.algorithms import ALGORITHMS
+    from electra_bench.model.objectives import Vocab
+    from electra_bench.pretrain import PretrainSettings, pretrain
+
+    vocab = Vocab(size=120, mask_id=4, special_ids=(0, 1, 2, 3, 4))
+    ids = torch.randint(5, 120, (16, 16), generator=torch.Generator().manual_seed(0))
+    ids[:, 0], ids[:, -1] = 2, 3
+    blocks = Blocks(ids.numpy(), torch.zeros_like(ids).numpy())
+    seen: list[tuple[bool, float]] = []
+    real = MaskedLMGenerator.forward
+
+    def spy(self, *a, **k):
+        seen.append((self.training, self.temperature))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(MaskedLMGenerator, "forward", spy)
+    for algorithm, gen_size in (("joint", 0.25), ("two_stage", 1.0)):
+        pre = {"temperature": 2.0, "temperature_end": 1.0, "algorithm": algorithm, "generator_size": gen_size}
+        run = RunConfig.model_validate({"model": tiny_model_config().model_dump(), "pretrain": pre,
+                                       "corpus": {"max_seq_length": 64}, "finetune": {"max_seq_length": 64}})
+        torch.manual_seed(0)
+        extra = {"switch_fraction": 0.4} if algorithm == "two_stage" else {}
+        algo = ALGORITHMS[algorithm](build_objective(run.model, run.pretrain, vocab), temperature_end=1.0, **extra)
+        s = PretrainSettings(steps=5, batch_size=4, lr=1e-3, warmup_steps=0, weight_decay=0.0, adam_eps=1e-6,
+                             betas=(0.9, 0.999), bias_correction=True, grad_clip=1.0, eval_every=100,
+                             eval_batches=1, checkpoints=(), seed=0, precision="fp32", device="cpu", log_every=1)
+        seen.clear()
+        pretrain(algo, blocks, blocks, s, tmp_path / algorithm, tokenizer=None, show_progress=False)
+        train = [t for training, t in seen if training]
+        assert train == pytest.approx([2.0, 1.75, 1.5, 1.25, 1.0]), algorithm
+        assert {t for training, t in seen if not training} == {1.0}  # the final held-out eval: the paper's fakes
+        # the temperature is a function of the step alone: a resumed run continues the schedule where it stopped
+        algo2 = ALGORITHMS[algorithm](build_objective(run.model, run.pretrain, vocab), temperature_end=1.0, **extra)
+        algo2.on_step(3, 5)
+        assert algo2.objective.generator.temperature == pytest.approx(1.25)
+    for bad in ({"objective": "mlm"}, {"generator_size": "unigram"}):
+        with pytest.raises(ValidationError, match="temperature_end"):
+            RunConfig.model_validate({"pretrain": {"temperature_end": 1.0, **bad}})
+    # unset, it leaves every run key as it was (finished units keep their keys)
+    plain = RunConfig.model_validate({"pretrain": {"temperature": 2.0}})
+    annealed = RunConfig.model_validate({"pretrain": {"temperature": 2.0, "temperature_end": 1.0}})
+    assert pretrain_key(plain, ROOT) != pretrain_key(annealed, ROOT)
+    unset = RunConfig.model_validate({"pretrain": {"temperature": 2.0, "temperature_end": None}})
+    assert pretrain_key(plain, ROOT) == pretrain_key(unset, ROOT)
+
+
 # --- the shortcut baseline and the collapse signal -----------------------------------------------------------------
 
 def test_mean_token_cosine_by_hand():

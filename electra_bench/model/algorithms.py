@@ -21,11 +21,18 @@ from .objectives import Batch, ElectraObjective, PretrainOutput, gen_counts, rtd
 class Algorithm:
     name = "joint"
 
-    def __init__(self, objective: nn.Module):
+    def __init__(self, objective: nn.Module, temperature_end: float | None = None):
         self.objective = objective
+        # `pretrain.temperature_end`: the generator's sampling temperature goes linearly from its training value
+        # at the first step to this at the last (issue 14 lever: easy T=2 fakes early, the paper's T=1 ones late)
+        sampler = getattr(objective, "generator", None)
+        self.anneal = None if temperature_end is None else (sampler, sampler.temperature, temperature_end)
 
     def on_step(self, step: int, total_steps: int) -> None:
-        """Called before each step (two_stage switches stage here)."""
+        """Called before each step: sets the annealed sampling temperature (two_stage also switches stage)."""
+        if self.anneal is not None:
+            sampler, start, end = self.anneal
+            sampler.temperature = start + (end - start) * min(1.0, step / max(1, total_steps - 1))
 
     def loss(self, batch: Batch, rng: torch.Generator | None) -> PretrainOutput:
         return self.objective(batch, rng=rng)
@@ -40,11 +47,12 @@ class Algorithm:
 class TwoStage(Algorithm):
     name = "two_stage"
 
-    def __init__(self, objective: ElectraObjective, switch_fraction: float):
-        super().__init__(objective)
+    def __init__(self, objective: ElectraObjective, switch_fraction: float = 0.5, temperature_end: float | None = None):
+        super().__init__(objective, temperature_end)
         self.switch_fraction, self.stage = switch_fraction, 1
 
     def on_step(self, step: int, total_steps: int) -> None:
+        super().on_step(step, total_steps)
         if self.stage == 1 and step >= round(self.switch_fraction * total_steps):
             self.start_stage_two()
 
@@ -82,8 +90,8 @@ class TwoStage(Algorithm):
 class Adversarial(Algorithm):
     name = "adversarial"
 
-    def __init__(self, objective: ElectraObjective):
-        super().__init__(objective)
+    def __init__(self, objective: ElectraObjective, temperature_end: float | None = None):
+        super().__init__(objective, temperature_end)
         hidden = objective.generator.model.config.hidden_size
         # learned baseline b(h_t) for the REINFORCE reward (App. F); part of the objective so it is optimised
         objective.add_module("reinforce_baseline", nn.Linear(hidden, 1))
