@@ -241,17 +241,18 @@ def finetune(spec: TaskSpec, model: EncoderWithHead, tokenizer, s: FinetuneSetti
                 ids, mask, types, labels = collate(train, rows, tagging, regression, s.device)
                 with torch.autocast(s.device, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
                     loss = loss_fn(model(ids, mask, types), labels, spec.kind)
-                if not math.isfinite(float(loss)):
-                    raise FloatingPointError(f"fine-tuning loss is {float(loss)} at step {step}")
+                value = float(loss.detach())  # the step's one host read (detached: no requires_grad warning)
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"fine-tuning loss is {value} at step {step}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                bar.update(1, f"loss {float(loss):.3f}")
+                bar.update(1, f"loss {value:.3f}")
                 if step % 20 == 0:
-                    log({"train/loss": float(loss)}, step)
+                    log({"train/loss": value}, step)
                 if step % steps_per_epoch == 0 or step == total:
                     metrics = score(spec, predict(model, dev, spec, s), dev_gold)
                     log({f"dev/{k}": v for k, v in metrics.items()}, step)
