@@ -261,10 +261,11 @@ def cuda_settings(s: PretrainSettings):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: int, rng: torch.Generator) -> None:
+def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: int, rng: torch.Generator,
+                evals: list[dict] | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": algorithm.objective.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "rng": rng.get_state(),
+                "scheduler": scheduler.state_dict(), "step": step, "rng": rng.get_state(), "evals": evals,
                 "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "algorithm": algorithm.state_dict()}, tmp)
@@ -307,14 +308,19 @@ def save_generator(objective, tokenizer, checkpoint: Path) -> None:
 
 
 def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
-             tokenizer, log=lambda metrics, step: None, show_progress: bool = True) -> dict[str, float]:
-    """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics."""
+             tokenizer, log=lambda metrics, step: None, show_progress: bool = True,
+             history: list | None = None) -> dict[str, float]:
+    """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics.
+
+    `history`, if given, receives every held-out evaluation of the run, {"step", **metrics}, the ones before a
+    resume included (they are part of the saved state); it stays empty when the run resumed from a state saved
+    before states kept them, rather than holding only the evaluations after the resume."""
     with cuda_settings(s):
-        return _pretrain(algorithm, train, heldout, s, out_dir, tokenizer, log, show_progress)
+        return _pretrain(algorithm, train, heldout, s, out_dir, tokenizer, log, show_progress, history)
 
 
 def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
-              tokenizer, log, show_progress: bool) -> dict[str, float]:
+              tokenizer, log, show_progress: bool, history: list | None) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed)
     objective = algorithm.objective.to(s.device)
@@ -322,7 +328,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
                                fused=s.fused_adam)
     scheduler = linear_schedule(optimizer, s.steps, s.warmup_steps)
     rng = torch.Generator(device=s.device).manual_seed(s.seed)
-    state_path, step = out_dir / "state.pt", 0
+    state_path, step, evals = out_dir / "state.pt", 0, []
     if state_path.exists():
         state = torch.load(state_path, map_location=s.device, weights_only=False)
         algorithm.load_state_dict(state["algorithm"])
@@ -330,7 +336,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng.set_state(state["rng"].cpu() if s.device == "cpu" else state["rng"])
-        step = state["step"]
+        step, evals = state["step"], state.get("evals")  # None: a state from before evals were kept
         print(f"[pretrain] resuming from step {step} of {s.steps} ({state_path})", file=sys.stderr, flush=True)
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None:
@@ -365,9 +371,9 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
             tokens += n_tokens
             if step < s.steps:  # the host prepares the next batch while the device runs this step
                 upcoming = feed(step)
-            logs, evals, saves = (step % s.log_every == 0 or step == s.steps, step % s.eval_every == 0,
+            logs, evals_now, saves = (step % s.log_every == 0 or step == s.steps, step % s.eval_every == 0,
                                   step % s.save_every == 0 or step in ckpt_steps or step == s.steps)
-            if not (logs or evals or saves):
+            if not (logs or evals_now or saves):
                 bar.update(1)
                 continue
             # A sync point: one read of the sums; a non-finite loss fails the unit before anything is saved.
@@ -384,11 +390,18 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
                 log(metrics, step)
                 bar.update(0, f"loss {metrics['train/loss']:.3f} rec {metrics.get('train/disc_recall', 0):.2f}")
                 meter, t_log, tokens = RTDMeter(), now, 0
-            if evals or step == s.steps:
-                log({f"eval/{k}": v for k, v in evaluate(algorithm, heldout, s, train).items()}, step)
+            if evals_now or step == s.steps:
+                result = evaluate(algorithm, heldout, s, train)
+                log({f"eval/{k}": v for k, v in result.items()}, step)
+                if evals is not None:
+                    evals.append({"step": step, **result})
             if step in ckpt_steps:
                 save_checkpoint(objective, tokenizer, checkpoint_dir(out_dir, ckpt_steps[step]))
             if saves:
-                _save_state(state_path, algorithm, optimizer, scheduler, step, rng)
+                _save_state(state_path, algorithm, optimizer, scheduler, step, rng, evals)
             bar.update(1)
+    if history is not None and evals:
+        history.extend(evals)
+    if evals and evals[-1]["step"] == s.steps:  # the loop's last evaluation is the final one (same fixed fakes)
+        return {k: v for k, v in evals[-1].items() if k != "step"}
     return evaluate(algorithm, heldout, s, train)

@@ -246,7 +246,8 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                                  steps=out["steps"], precision=cell.config.pretrain.precision,
                                  flops_convention=cell.config.pretrain.flops_convention, wall_s=wall,
                                  train_tokens=out["train_tokens"],
-                                 **{k: v for k, v in out.items() if k.startswith("train_flops_")})
+                                 **{k: v for k, v in out.items() if k.startswith("train_flops_")},
+                                 **({"evals": out["evals"]} if out["evals"] else {}))
         else:
             spec = plan.suite.tasks[unit.task]
             with tracker.run(unit_run_name(unit), unit.key, "finetune", cell_run, run_tags(plan, cell, unit)) as run:

@@ -2,11 +2,12 @@
 
 Two steps. `build_table(records, spec)` aggregates the records once into a `Table`: entries per row x column
 (medians, spreads, GLUE scores, pre-training figures, best markers, paper numbers), notes, verdicts, the robustness
-blocks (robustness_tables.py), the headline figure (headline_plot.py) and the data of every plot (plots.py). The
-renderers only format that model: `render_markdown` (table.md, with the verdicts and robustness sections),
-`render_latex` (booktabs), `render_csv` (one line per row x column, full precision), `draw_plot` /
-`draw_headline` / `robustness_tables.plot` (PNG); `render_all` writes them all. The same records give
-byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing reads the clock.
+blocks (robustness_tables.py), the headline and pre-training figures (headline_plot.py, pretrain_plot.py) and the
+data of every plot (plots.py). The renderers only format that model: `render_markdown` (table.md, with the verdicts
+and robustness sections), `render_latex` (booktabs), `render_csv` (one line per row x column, full precision),
+`draw_plot` / `draw_headline` / `draw_pretraining` / `robustness_tables.plot` (PNG); `render_all` writes them all.
+The same records give byte-identical md/tex/csv: rows are sorted, numbers formatted at fixed precision, and nothing
+reads the clock.
 
 Failed units (`results.Failure`, passed beside the records: they left no record) are counted in their entries: a
 cell whose every unit failed keeps its row, an entry with no finished unit shows `✗ (k failed)` instead of the
@@ -40,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from electra_bench import flops, headline_plot, robustness_tables
+from electra_bench import flops, headline_plot, pretrain_plot, robustness_tables
 from electra_bench.claims import GLUE, CellInfo, TableSpec, axis_sort_key, select_cells
 from electra_bench.plots import Figure, draw_plot, figure
 from electra_bench.results import (
@@ -95,6 +96,7 @@ class Table:
     robustness: list = field(default_factory=list)  # robustness_tables.RobustBlock per task with robustness records
     figures: list[Figure] = field(default_factory=list)  # one per spec plot
     headline: headline_plot.HeadlineFigure | None = None  # every row's seeds per task (headline.png)
+    pretraining: pretrain_plot.PretrainFigure | None = None  # held-out metrics over each run (pretraining.png)
 
     @property
     def has_failures(self) -> bool:
@@ -185,6 +187,7 @@ def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Se
     table.robustness = robustness_tables.robust_blocks(records, by, [c for c, _ in ran], [n for _, n in ran],
                                                        spec.columns)
     table.figures = [figure(infos, by, pre, p, glue_tasks) for p in spec.plots]
+    table.pretraining = pretrain_plot.pretrain_figure(records)
     table.headline = headline_plot.headline_figure(
         by, list(zip(cells, names)), spec.columns, {k: sum(v) for k, v in unfinished.items()})
     return table
@@ -362,6 +365,8 @@ def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str 
     paths += [draw_plot(f, out / f.file) for f in table.figures]
     if table.headline is not None:
         paths.append(headline_plot.draw_headline(table.headline, out / table.headline.file))
+    if table.pretraining is not None:
+        paths.append(pretrain_plot.draw_pretraining(table.pretraining, out / table.pretraining.file))
     if table.robustness:
         paths.append(robustness_tables.plot(table.robustness, out / "robustness.png"))
     return paths

@@ -241,6 +241,11 @@ def test_final_metrics(run_a):
     assert train_steps == list(range(1, 13))  # log_every = 1 at 12 steps
     assert sorted(logs.series("eval/disc_auc")) == [6, 12]
     assert logs.series("eval/disc_acc")[12] == pytest.approx(m["disc_acc"])  # the last eval is the result
+    # the run's evaluation history, in the result (-> the record's `evals`): every eval, tokens = step x batch
+    assert [e["step"] for e in result["evals"]] == [6, 12]
+    assert [e["tokens"] for e in result["evals"]] == [6 * 4 * 32, 12 * 4 * 32]
+    assert result["evals"][0]["disc_auc"] == pytest.approx(logs.series("eval/disc_auc")[6])
+    assert {k: v for k, v in result["evals"][-1].items() if k not in ("step", "tokens")} == m
 
 
 def test_resume_after_kill_matches_uninterrupted_run(run_a, vocab_file, env, tmp_path):
@@ -257,11 +262,27 @@ def test_resume_after_kill_matches_uninterrupted_run(run_a, vocab_file, env, tmp
     loss_a, loss_b = logs_a.series("train/loss"), logs_b.series("train/loss")
     assert [loss_b[s] for s in range(7, 13)] == pytest.approx([loss_a[s] for s in range(7, 13)], rel=1e-5)
     assert result_b["metrics"] == pytest.approx(result_a["metrics"], rel=1e-5, abs=1e-6)
+    # the evaluation at step 6 was made by the killed run: the resumed one still reports it (kept in the state)
+    assert [e["step"] for e in result_b["evals"]] == [6, 12]
+    assert result_b["evals"][0]["disc_auc"] == pytest.approx(result_a["evals"][0]["disc_auc"], rel=1e-5)
     state_a = torch.load(out_a / "state.pt", weights_only=False)["model"]
     state_b = torch.load(out_b / "state.pt", weights_only=False)["model"]
     assert state_a.keys() == state_b.keys()
     for k in state_a:
         torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_from_a_state_without_evals_reports_no_history(vocab_file, env, tmp_path):
+    """A state saved before states kept the evaluations: the resumed run's history would hold only the evaluations
+    after the resume, so it reports none (the record then has no `evals`) rather than a partial one."""
+    out = tmp_path / "old"
+    with pytest.raises(Killed):
+        run_pretrain(run_config(vocab_file), env, out, Logs(kill_at=7))
+    state = torch.load(out / "state.pt", weights_only=False)
+    del state["evals"]
+    torch.save(state, out / "state.pt")
+    result = run_pretrain(run_config(vocab_file), env, out, Logs())
+    assert result["evals"] == [] and 0.0 <= result["metrics"]["disc_auc"] <= 1.0
 
 
 def test_resume_with_dropout_matches_uninterrupted_run(vocab_file, env, tmp_path):

@@ -102,6 +102,8 @@ def test_suite_runs_and_writes_records(suite_run):
     assert len(pre) == 1 and len(ft) == 2 * 2 * 2
     for key in ("gen_mlm_acc", "disc_acc", "disc_precision", "disc_recall", "gen_loss", "disc_loss"):
         assert key in pre[0]["metrics"]
+    assert [e["step"] for e in pre[0]["evals"]] == [4, 8]  # eval_every 4 of 8 steps: the run's history
+    assert (tmp / "results" / "e2e" / "pretraining.png").stat().st_size > 0
     assert {r["task"] for r in ft} == {"sst2", "conll2003"}
     assert {r["cell"] for r in ft} == {"ELECTRA", "random init"}
     assert all(r["headline_metric"] in r["metrics"] for r in ft)
