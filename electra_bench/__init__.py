@@ -9,7 +9,7 @@ Floors, low to high:
   contracts: schema, claims, results
   unit:      build, flops, pretrain, robustness, finetune, units
   suite:     config, suite
-  reports:   robustness_tables, headline_plot, tables, verdicts, compare, eta
+  reports:   robustness_tables, headline_plot, pretrain_plot, plots, tables, verdicts, compare, eta
   edges:     tracking, leases
   drivers:   runner, search, worker
   face:      cli
