@@ -19,6 +19,7 @@ FILE = "pretraining.png"
 PANELS = (("disc_auc", "lookup_auc", "held-out RTD AUC (dashed: context-free lookup)"),
           ("token_cosine", None, "top-layer mean token cosine"),
           ("gen_mlm_acc", None, "masked-LM accuracy"))
+METRICS = tuple(m for panel in PANELS for m in panel[:2] if m)  # what a line keeps of each evaluation
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ def pretrain_figure(records: Sequence[dict]) -> PretrainFigure | None:
         evals = r.get("evals") if r.get("unit") == "pretrain" else None
         if not evals:
             continue
-        metrics = {m for panel in PANELS for m in panel[:2] if m}
-        points = {m: tuple((int(e["tokens"]), float(e[m])) for e in evals if e.get(m) is not None) for m in metrics}
+        points = {m: tuple((int(e["tokens"]), float(e[m])) for e in evals if e.get(m) is not None) for m in METRICS}
         lines.append(PretrainLine(_name(r), {m: p for m, p in points.items() if p}))
     return PretrainFigure(FILE, tuple(sorted(lines, key=lambda line: line.name))) if lines else None
 

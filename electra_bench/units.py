@@ -171,9 +171,10 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
     metrics = pretrain(algorithm, train, held, settings, out_dir, tokenizer, log, env.show_progress, history)
     params = sum(p.numel() for p in objective.encoder().parameters())
     by_convention = {f"train_flops_{c}": flops_per_step(run, vocab.size, c) * steps for c in flops.CONVENTIONS}
-    tokens = steps * run.pretrain.batch_size * run.corpus.max_seq_length  # token slots (packed blocks: ~no padding)
-    evals = [{"tokens": e["step"] * run.pretrain.batch_size * run.corpus.max_seq_length, **e} for e in history]
-    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps, "train_tokens": tokens,
+    per_step = run.pretrain.batch_size * run.corpus.max_seq_length  # token slots (packed blocks: ~no padding)
+    evals = [{"tokens": e["step"] * per_step, **e} for e in history]
+    return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps,
+            "train_tokens": steps * per_step,
             "evals": evals, **by_convention}
 
 

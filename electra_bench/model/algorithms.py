@@ -47,7 +47,7 @@ class Algorithm:
 class TwoStage(Algorithm):
     name = "two_stage"
 
-    def __init__(self, objective: ElectraObjective, switch_fraction: float = 0.5, temperature_end: float | None = None):
+    def __init__(self, objective: ElectraObjective, switch_fraction: float, temperature_end: float | None = None):
         super().__init__(objective, temperature_end)
         self.switch_fraction, self.stage = switch_fraction, 1
 
