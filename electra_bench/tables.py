@@ -222,6 +222,9 @@ def _notes(records: Sequence[dict], stats: list, spec: TableSpec, columns: list[
     if conventions := sorted({r["flops_convention"] for r in records if r.get("flops_convention")}):
         named = "; ".join(flops.CONVENTION_NAMES.get(c, c) for c in conventions)
         notes.append(f"Train FLOPs (and equal-compute budgets) counted under the FLOPs convention: {named}.")
+    if spec.extra and any(r["unit"] == "pretrain" and "finetune.checkpoint" in r["axes"] for r in records):
+        notes.append("Pre-training columns: each run's final (100%) values, shown on the first checkpoint row that "
+                     "needed the run; its other checkpoint rows fine-tune the same run part-trained.")
     if spec.reference:
         notes.append(f"'({spec.reference_name})' columns: reference numbers from the table spec, beside ours.")
     return notes

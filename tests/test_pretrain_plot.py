@@ -61,3 +61,17 @@ def test_render_all_draws_it_only_when_some_run_kept_its_evals(tmp_path):
     without = [_pre("ELECTRA", {}, []), ft]
     render_all(without, {"columns": ["sst2"]}, tmp_path / "c")
     assert not (tmp_path / "c" / FILE).exists()
+
+
+def test_table_says_where_a_budget_curves_pretraining_columns_come_from():
+    """A pre-training filed under a checkpoint cell shows its final values on that row: the table's notes say so."""
+    from electra_bench.tables import build_table
+
+    ft = {"unit": "finetune", "suite": "s", "code_version": "c", "cell": "c", "label": "c", "axes": {},
+          "run_key": "f", "task": "sst2", "seed": 0, "pretrain_seed": 0, "metrics": {"accuracy": 80.0}, "flags": [],
+          "headline_metric": "accuracy", "headline": 80.0, "higher_is_better": True}
+    spec = {"columns": ["sst2"], "extra": ["disc_auc"]}
+    on_checkpoint = {"finetune.checkpoint": 0.25}
+    curve = [_pre("c", on_checkpoint, []), {**ft, "axes": on_checkpoint}]
+    assert any("first checkpoint row" in n for n in build_table(curve, spec).notes)
+    assert not any("first checkpoint row" in n for n in build_table([_pre("c", {}, []), ft], spec).notes)
