@@ -1,7 +1,9 @@
 """Time estimates of a plan's units, from the wall times of earlier records on this kind of machine (`plan`).
 
-Pre-training: the unit's train FLOPs (counted by the official convention) over the median FLOP/s of the finished
-pre-training records under the results dir (`pretrain_rates`, per precision).
+Pre-training: the unit's train FLOPs over the median FLOP/s of the finished pre-training records under the results
+dir (`pretrain_rates`, per precision), both counted by one FLOPs convention: the compute-faithful one where such
+records exist (embedding lookups as gathers: what the machine does, so its FLOP/s carries across vocabulary sizes;
+the official count's embedding matmul inflates a tiny model's FLOPs ~2x), else the official one.
 Fine-tuning: a record carries `wall_s`, `n_train` and `n_dev` but not its config, so fine-tunes are timed from the
 finished fine-tunes of this suite, whose configs the plan knows: their median FLOP/s on the same task (analytic
 fine-tuning FLOPs, `finetune_flops`, over wall_s; dynamic padding makes tokens per example a property of the task)
@@ -24,14 +26,17 @@ from electra_bench.tasks import TaskSpec
 TRAIN_PASSES = 3  # a training example costs forward + backward (about 2 x forward); a dev example one forward
 
 
-def official(run: RunConfig) -> RunConfig:
-    """The run with its FLOPs counted by the official convention (what the measured rates are in)."""
-    return run.model_copy(update={"pretrain": run.pretrain.model_copy(update={"flops_convention": "official"})})
+CONVENTIONS = ("compute", "official")  # the one whose rates time a pre-training: the first with records
 
 
-def pretrain_rates(results_dir: Path) -> dict[str, float]:
+def counted_by(run: RunConfig, convention: str = "official") -> RunConfig:
+    """The run with its FLOPs counted by `convention` (that of the measured rates they are divided by)."""
+    return run.model_copy(update={"pretrain": run.pretrain.model_copy(update={"flops_convention": convention})})
+
+
+def pretrain_rates(results_dir: Path, convention: str = "official") -> dict[str, float]:
     """Median train_flops / wall_s of the finished pre-training records under results/, per precision; only records
-    counted by the official FLOPs convention (all before issue 14 were), so rates of both conventions never mix."""
+    counted by `convention` (all before issue 14 were official), so rates of both conventions never mix."""
     rates: dict[str, list[float]] = {}
     for path in results_dir.rglob("records.jsonl"):
         for line in path.read_text().splitlines():
@@ -40,7 +45,7 @@ def pretrain_rates(results_dir: Path) -> dict[str, float]:
             except json.JSONDecodeError:
                 continue
             if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops") \
-                    and rec.get("flops_convention", "official") == "official":
+                    and rec.get("flops_convention", "official") == convention:
                 precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
                 rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])
     if not rates:
@@ -96,14 +101,15 @@ def estimates(plan: Plan) -> dict[str, float]:
     """Estimated seconds per unit (by run key), for the units that can be timed (module docstring)."""
     from .units import flops_per_step, planned_steps  # deferred: torch
 
-    speed = pretrain_rates(Path(plan.suite.config.results_dir))
+    results_dir = Path(plan.suite.config.results_dir)
+    convention, speed = next(((c, r) for c in CONVENTIONS if (r := pretrain_rates(results_dir, c))), ("", {}))
     timings = finetune_timings(plan, read_records_safe(plan.records_path))
     out = {}
     for u in plan.units:
         run = u.cell.config
         if u.kind == "pretrain" and speed:
             vocab = run.tokenizer.train_vocab_size or flops.BERT_VOCAB
-            total = flops_per_step(official(run), vocab) * planned_steps(run, vocab)
+            total = flops_per_step(counted_by(run, convention), vocab) * planned_steps(run, vocab)
             out[u.key] = total / speed[run.pretrain.precision]
         elif u.kind == "finetune" and u.task in timings.rates and _sizes_key(u) in timings.sizes:
             n_train, n_dev = timings.sizes[_sizes_key(u)]

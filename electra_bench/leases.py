@@ -180,11 +180,14 @@ class Queue:
     def enqueue(self, kind: str, key: str, **attrs) -> None:
         self.study.enqueue_trial({}, user_attrs={"kind": kind, "run_key": key, **attrs})
 
-    def claim(self, ready):
-        """The first WAITING trial (by number) for which `ready(trial, trials)` holds, now RUNNING for us."""
+    def claim(self, ready, order=None):
+        """The first WAITING trial for which `ready(trial, trials)` holds, now RUNNING for us. First by `order(trial)`
+        where given (the worker's plan order: a re-queued trial or a reordered suite is claimed where the plan puts
+        it, not after every trial enqueued before it), then by number."""
         trials = self.trials()
-        for t in trials:
-            if t.state != TrialState.WAITING or not ready(t, trials):
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        for t in sorted(waiting, key=order) if order else waiting:  # sorted is stable: by number within a rank
+            if not ready(t, trials):
                 continue
             tid = self.trial_id(t)
             try:

@@ -351,8 +351,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
         return load_batch(train, batch_rows(len(train), s.batch_size, i, s.seed), s.device)
 
     upcoming = feed(step) if step < s.steps else None
-    with progress.bar(s.steps, "pretrain", show_progress) as bar:
-        bar.update(step)
+    with progress.bar(s.steps, "pretrain", show_progress, done=step) as bar:
         while step < s.steps:
             # No host reads inside a step (issue 15): losses and counts stay on the device until a sync point.
             algorithm.on_step(step, s.steps)

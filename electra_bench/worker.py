@@ -3,8 +3,10 @@
 No home-made scheduler (DESIGN.md, Scale-out): the queue is an Optuna study (`units:<suite>`) in an Optuna storage,
 claimed and leased as leases.py describes. Storage: a journal file (one host), by default
 `work/<suite>/optuna.journal`, or an RDB URL (PostgreSQL) for many hosts; SQLite is refused.
-- Order: pre-trainings are enqueued first; a fine-tune is claimable once its pre-training's trial is COMPLETE (or
-  its record was in the local records file when the worker started). A worker with nothing claimable waits while
+- Order: a worker claims the first claimable unit in its plan's order (cell by cell, a pre-training before its
+  fine-tunes), whatever order the queue was enqueued in: reorder the cells to choose what runs next. A fine-tune is
+  claimable once its pre-training's trial is COMPLETE (or its record was in the local records file when the worker
+  started), so workers start the first cells' pre-trainings side by side and a finished one's fine-tunes come next. A worker with nothing claimable waits while
   trials run elsewhere (re-claiming them if their worker dies), and stops when none runs and every waiting trial is
   blocked (its pre-training failed).
 - Setup and finalize are trials too. The one worker holding `setup` finds or creates the MLflow suite and cell runs
@@ -72,7 +74,18 @@ class Deps:
         self.upstream = {u.key: upstream_of(u.cell.config, plan.data_root)
                          if u.kind == "finetune" and u.cell.config.needs_pretraining else None for u in plan.units}
         self.local = {r["run_key"] for r in read_records_safe(plan.records_path)}
+        self._rank = {u.key: i for i, u in enumerate(plan.units)}
         self._done: tuple[list, set[str]] = ([], set())
+
+    def order(self, trial) -> tuple[int, int]:
+        """Claim order: setup, then this plan's units in plan order (cell by cell, each pre-training before its
+        fine-tunes), then finalize and trials not in this plan. So a finished pre-training's fine-tunes run before
+        the pre-trainings of later cells (rows complete early), and moving a cell up the suite moves its units up
+        the queue, even on a queue enqueued from an older order or holding a re-queued trial at its end."""
+        kind, key = trial.user_attrs.get("kind"), trial.user_attrs.get("run_key")
+        if kind == "setup":
+            return (0, 0)
+        return (1, self._rank[key]) if key in self._rank else (2, 0)
 
     def done(self, trials) -> set[str]:
         if self._done[0] is not trials:  # once per look at the queue, not once per waiting trial
@@ -111,7 +124,7 @@ def _drain(queue: Queue, deps: Deps, run, poll_s: float) -> None:
     """Claim and `run` ready trials until no trial runs anywhere and every waiting one is blocked."""
     while True:
         queue.lease.reclaim(queue.study)
-        trial = queue.claim(deps.ready)
+        trial = queue.claim(deps.ready, deps.order)
         if trial is not None:
             try:
                 with queue.lease.hold(queue.trial_id(trial)):

@@ -76,7 +76,7 @@ def test_pretrainings_are_timed_by_earlier_pretraining_flops_per_s(plan):
         u = by(plan, label, "pretrain", seed=None)
         run = u.cell.config
         rate = {"fp32": PRETRAIN_RATE, "bf16": 2 * PRETRAIN_RATE}[run.pretrain.precision]  # bf16: ~2x fp32
-        want = flops_per_step(eta.official(run), BERT_VOCAB) * planned_steps(run, BERT_VOCAB) / rate
+        want = flops_per_step(eta.counted_by(run, "official"), BERT_VOCAB) * planned_steps(run, BERT_VOCAB) / rate
         assert seconds[u.key] == pytest.approx(want)
     assert eta.pretrain_rates(plan.records_path.parents[1]) == {"fp32": PRETRAIN_RATE, "bf16": 2 * PRETRAIN_RATE}
 
@@ -108,3 +108,19 @@ def test_no_records_no_estimates(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(40, "~40 s"), (720, "~12 min"), (3 * 3600 + 300, "~3 h 05 min")])
 def test_duration(seconds, text):
     assert eta.duration(seconds) == text
+
+
+def test_compute_faithful_records_time_pretrainings_when_there_are_some(plan, tmp_path):
+    """Their FLOP/s, divided into the unit's FLOPs counted the same way, is preferred to the official one's."""
+    from electra_bench.units import flops_per_step, planned_steps
+
+    rate = 3 * PRETRAIN_RATE
+    append_record(tmp_path / "results" / "curve" / "records.jsonl", {
+        "suite": "curve", "unit": "pretrain", "run_key": "p1", "cell": "x", "axes": {}, "task": None, "seed": 0,
+        "metrics": {}, "flags": [], "code_version": "t", "train_flops": 1e12, "wall_s": 1e12 / rate,
+        "precision": "fp32", "flops_convention": "compute"})
+    assert eta.pretrain_rates(tmp_path / "results", "compute") == pytest.approx({"fp32": rate, "bf16": 2 * rate})
+    u = by(plan, "ELECTRA", "pretrain", seed=None)
+    run = u.cell.config
+    want = flops_per_step(eta.counted_by(run, "compute"), BERT_VOCAB) * planned_steps(run, BERT_VOCAB)
+    assert eta.estimates(plan)[u.key] == pytest.approx(want / {"fp32": rate, "bf16": 2 * rate}[run.pretrain.precision])

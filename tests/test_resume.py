@@ -487,3 +487,15 @@ def test_suite_overhead_help(monkeypatch, capsys):
         importlib.import_module("suite_overhead").main(["--help"])
     assert exit_.value.code == 0
     assert "How to read the output" in capsys.readouterr().out
+
+
+def test_resumed_progress_eta_counts_only_this_processs_steps(monkeypatch, capsys):
+    """A pre-training resumed at step 90 of 100 that does 5 steps in 100 s has 5 left at 20 s each: eta 100 s, not
+    the ~5 s a rate of 95 steps / 100 s would say."""
+    from electra_bench import progress
+
+    clock = iter([0.0, 100.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    with progress.bar(100, "pretrain", enabled=False, done=90) as b:
+        b.update(5)
+    assert "[pretrain] 95/100 (95%) eta 100s" in capsys.readouterr().err

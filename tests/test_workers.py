@@ -299,6 +299,41 @@ def test_claim_is_atomic_and_in_order(queue):
     assert [t.state for t in queue.trials()] == [TrialState.RUNNING] * 3
 
 
+def test_claim_follows_the_given_order_then_the_number(queue):
+    for key in ("a", "b", "c", "d"):
+        queue.enqueue("pretrain", key)
+    rank = {"c": 0, "a": 1}  # b and d share the last rank: by number
+    order = lambda t: rank.get(t.user_attrs["run_key"], 2)  # noqa: E731
+    assert [queue.claim(lambda t, ts: True, order).user_attrs["run_key"] for _ in range(4)] == ["c", "a", "b", "d"]
+
+
+def test_worker_claims_in_its_plans_order_not_the_queues(data_root, tmp_path, queue):
+    """A queue enqueued from an older order of the cells (or holding a re-queued trial at its end) is claimed in
+    the order of the plan the worker loaded: setup, then cell by cell, a finished pre-training's fine-tunes before
+    the next cell's pre-training."""
+    from optuna.trial import TrialState
+
+    from electra_bench.config import load_suite
+    from electra_bench.suite import make_plan
+    from electra_bench.worker import Deps
+
+    text = SUITE.replace("  - label: random init", "  - label: lr 2e-3\n    set: {{pretrain.lr: 2.0e-3}}\n"
+                                                      "  - label: random init")
+    plan = make_plan(load_suite(write_suite(tmp_path, unique("order"), data_root, text)), data_root)
+    for u in reversed(plan.units):  # the queue of a suite whose cells were in the other order
+        queue.enqueue(u.kind, u.key)
+    queue.enqueue("setup", "setup:s")
+    deps, claimed = Deps(plan), []
+    while (t := queue.claim(deps.ready, deps.order)) is not None:
+        claimed.append(t.user_attrs["run_key"])
+        if t.user_attrs["kind"] == "pretrain":  # its fine-tunes become claimable
+            queue.finish(t, TrialState.COMPLETE, 0.0)
+    cells = [[u.cell.label, u.kind] for u in plan.units]
+    assert cells == [["ELECTRA", "pretrain"], *[["ELECTRA", "finetune"]] * 4, ["lr 2e-3", "pretrain"],
+                     *[["lr 2e-3", "finetune"]] * 4, *[["random init", "finetune"]] * 4]
+    assert claimed == ["setup:s", *(u.key for u in plan.units)]
+
+
 def test_duplicate_entries_run_once(queue):
     from optuna.trial import TrialState
 
