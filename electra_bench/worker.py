@@ -6,9 +6,9 @@ claimed and leased as leases.py describes. Storage: a journal file (one host), b
 - Order: a worker claims the first claimable unit in its plan's order (cell by cell, a pre-training before its
   fine-tunes), whatever order the queue was enqueued in: reorder the cells to choose what runs next. A fine-tune is
   claimable once its pre-training's trial is COMPLETE (or its record was in the local records file when the worker
-  started), so workers start the first cells' pre-trainings side by side and a finished one's fine-tunes come next. A worker with nothing claimable waits while
-  trials run elsewhere (re-claiming them if their worker dies), and stops when none runs and every waiting trial is
-  blocked (its pre-training failed).
+  started), so workers start the first cells' pre-trainings side by side and a finished one's fine-tunes come next.
+  A worker with nothing claimable waits while trials run elsewhere (re-claiming them if their worker dies), and
+  stops when none runs and every waiting trial is blocked (its pre-training failed).
 - Setup and finalize are trials too. The one worker holding `setup` finds or creates the MLflow suite and cell runs
   and enqueues every pending unit with its cell run's id, then `finalize`; so no two workers create the same MLflow
   run and the hierarchy is the runner's (suite -> cell -> unit). `finalize` (cell summaries, tables) waits until
