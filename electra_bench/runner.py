@@ -19,6 +19,7 @@ from .robustness import GENERATOR_CHECKPOINT, RobustSettings
 from .suite import (
     Plan,
     Unit,
+    as_planned,
     base_record,
     cell_digest,
     encoder_source,
@@ -49,7 +50,7 @@ MAX_MODEL_ARTIFACT_BYTES = 200_000_000
 def render(plan: Plan) -> list[Path]:
     """The suite's tables and plots from its records, with the plan's failed and blocked units counted in them;
     nothing (no paths) while neither a record nor a failure exists."""
-    records = results_mod.read_records(plan.records_path) if plan.records_path.exists() else []
+    records = as_planned(plan, results_mod.read_records(plan.records_path) if plan.records_path.exists() else [])
     failures = failed_units(plan)
     if not records and not failures:
         return []

@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -236,6 +237,22 @@ def failed_units(plan: Plan) -> list[results_mod.Failure]:
     return [results_mod.Failure(u.cell.label, u.cell.axes, u.kind, u.task, u.seed, pretrain_seed_of(u.cell),
                                 u.status == "blocked", u.reason)
             for u in plan.units if u.status in ("failed", "blocked")]
+
+
+def as_planned(plan: Plan, records: Iterable[dict]) -> list[dict]:
+    """The records, each of a unit of this plan under that unit's cell (label and axes): a record reused by run key
+    from another suite (same settings, written under that suite's label) lands in this suite's row for it. A record
+    whose key is not in the plan, or is in several of its cells, keeps its own label."""
+    cells: dict[str, list] = {}
+    for u in plan.units:
+        cells.setdefault(u.key, []).append(u.cell)
+    out = []
+    for r in records:
+        mine = cells.get(r["run_key"], [])
+        cell = mine[0] if len({c.label for c in mine}) == 1 else None
+        out.append(r if cell is None or (r["cell"], r["axes"]) == (cell.label, cell.axes)
+                   else {**r, "cell": cell.label, "label": cell.label, "axes": cell.axes})
+    return out
 
 
 def model_saved(run: RunConfig, record: dict) -> bool:

@@ -339,3 +339,22 @@ def test_a_pretraining_column_of_a_failed_pretraining_and_a_table_without_failur
     plain = build_table(records(), SPEC)
     assert not plain.has_failures and LEGEND not in render_markdown(plain)
     assert render_csv(plain).splitlines()[0].endswith(",best,reference")
+
+
+def test_a_record_reused_by_run_key_lands_in_the_row_of_this_suites_cell(tmp_path):
+    """Written by another suite under another label (same settings, same run key), it is shown in this suite's row
+    for that key (a record whose key the plan does not have keeps its own label: not a row of this suite's cells)."""
+    from electra_bench.results import append_record, read_records
+    from electra_bench.runner import render
+
+    plan = failing_plan(tmp_path)
+    records = read_records(plan.records_path)
+    renamed = [{**r, "cell": f"curve: {r['cell']}", "label": "x", "axes": {"finetune.checkpoint": 1.0}}
+               for r in records]
+    plan.records_path.write_text("".join(json.dumps(r) + "\n" for r in renamed))
+    append_record(plan.records_path, {**records[-1], "run_key": "not-in-plan", "cell": "elsewhere",
+                                      "label": "elsewhere", "seed": 7})
+    render(plan)
+    md = (plan.records_path.parent / "table.md").read_text()
+    body = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert body == ["| ELECTRA | ✗ (2 blocked) |", "| BERT | ✗ (2 failed) |", "| random init | 60.0 (1; 1 failed) |"]
