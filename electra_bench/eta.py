@@ -45,6 +45,7 @@ def pretrain_rates(results_dir: Path, convention: str = "official") -> dict[str,
             except json.JSONDecodeError:
                 continue
             if rec.get("unit") == "pretrain" and rec.get("wall_s") and rec.get("train_flops") \
+                    and not rec.get("wall_s_partial") \
                     and rec.get("flops_convention", "official") == convention:
                 precision = "bf16" if rec.get("precision", "bf16") == "bf16" else "fp32"
                 rates.setdefault(precision, []).append(rec["train_flops"] / rec["wall_s"])

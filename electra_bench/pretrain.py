@@ -262,10 +262,11 @@ def cuda_settings(s: PretrainSettings):
 
 
 def _save_state(path: Path, algorithm: Algorithm, optimizer, scheduler, step: int, rng: torch.Generator,
-                evals: list[dict] | None) -> None:
+                evals: list[dict] | None, wall_s: float | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": algorithm.objective.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "step": step, "rng": rng.get_state(), "evals": evals,
+                "wall_s": wall_s,  # seconds of training loop up to `step`, over every process (None: unknown)
                 "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "algorithm": algorithm.state_dict()}, tmp)
@@ -309,18 +310,21 @@ def save_generator(objective, tokenizer, checkpoint: Path) -> None:
 
 def pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
              tokenizer, log=lambda metrics, step: None, show_progress: bool = True,
-             history: list | None = None) -> dict[str, float]:
+             history: list | None = None, clock: dict | None = None) -> dict[str, float]:
     """Train to `s.steps`, resuming from `out_dir/state.pt` if present; return the final held-out metrics.
 
     `history`, if given, receives every held-out evaluation of the run, {"step", **metrics}, the ones before a
     resume included (they are part of the saved state); it stays empty when the run resumed from a state saved
-    before states kept them, rather than holding only the evaluations after the resume."""
+    before states kept them, rather than holding only the evaluations after the resume. `clock`, if given,
+    receives `resumed_at` (the step this process started at) and `prior_wall_s` (the training-loop seconds of the
+    processes before it; None when a resumed state predates the field), so a resumed run's time is its whole time."""
     with cuda_settings(s):
-        return _pretrain(algorithm, train, heldout, s, out_dir, tokenizer, log, show_progress, history)
+        return _pretrain(algorithm, train, heldout, s, out_dir, tokenizer, log, show_progress, history,
+                         clock if clock is not None else {})
 
 
 def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainSettings, out_dir: Path,
-              tokenizer, log, show_progress: bool, history: list | None) -> dict[str, float]:
+              tokenizer, log, show_progress: bool, history: list | None, clock: dict) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(s.seed)
     objective = algorithm.objective.to(s.device)
@@ -328,7 +332,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
                                fused=s.fused_adam)
     scheduler = linear_schedule(optimizer, s.steps, s.warmup_steps)
     rng = torch.Generator(device=s.device).manual_seed(s.seed)
-    state_path, step, evals = out_dir / "state.pt", 0, []
+    state_path, step, evals, prior_wall = out_dir / "state.pt", 0, [], 0.0
     if state_path.exists():
         state = torch.load(state_path, map_location=s.device, weights_only=False)
         algorithm.load_state_dict(state["algorithm"])
@@ -337,6 +341,7 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
         scheduler.load_state_dict(state["scheduler"])
         rng.set_state(state["rng"].cpu() if s.device == "cpu" else state["rng"])
         step, evals = state["step"], state.get("evals")  # None: a state from before evals were kept
+        prior_wall = state.get("wall_s")  # None: a state from before the field
         print(f"[pretrain] resuming from step {step} of {s.steps} ({state_path})", file=sys.stderr, flush=True)
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None:
@@ -344,6 +349,8 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
     if s.compile != "off":  # in place: parameter names, hence state dicts and checkpoints, stay as they are
         objective.compile(mode=None if s.compile == "default" else s.compile)
     ckpt_steps = {max(1, round(f * s.steps)): f for f in s.checkpoints}
+    clock.update(resumed_at=step, prior_wall_s=prior_wall)
+    t_start = time.perf_counter()
     meter, t_log, tokens, checked = RTDMeter(), time.perf_counter(), 0, step  # steps up to `checked` are finite
     objective.train()
 
@@ -397,7 +404,8 @@ def _pretrain(algorithm: Algorithm, train: Blocks, heldout: Blocks, s: PretrainS
             if step in ckpt_steps:
                 save_checkpoint(objective, tokenizer, checkpoint_dir(out_dir, ckpt_steps[step]))
             if saves:
-                _save_state(state_path, algorithm, optimizer, scheduler, step, rng, evals)
+                _save_state(state_path, algorithm, optimizer, scheduler, step, rng, evals,
+                            None if prior_wall is None else prior_wall + time.perf_counter() - t_start)
             bar.update(1)
     if history is not None and evals:
         history.extend(evals)

@@ -231,6 +231,17 @@ def pretrain_lock(folder: Path):
         yield
 
 
+def _pretrain_wall(wall: float, out: dict) -> dict:
+    """A pre-training's wall_s: this process's plus the training time of the processes it resumed from (a resumed
+    run also names its `resumed_at_step`). Resumed from a state that did not keep that time, wall_s is this
+    process's only and `wall_s_partial` says so (eta.py leaves such records out of its rates)."""
+    if not out.get("resumed_at"):
+        return {"wall_s": wall}
+    prior = out.get("prior_wall_s")
+    return {"wall_s": wall + (prior or 0.0), "resumed_at_step": out["resumed_at"],
+            **({"wall_s_partial": True} if prior is None else {})}
+
+
 def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
     from .units import run_finetune, run_pretrain  # deferred: torch
 
@@ -245,8 +256,8 @@ def _execute(plan: Plan, unit: Unit, env, tracker, cell_run, write) -> bool:
                 cell_run.log_metrics({f"rtd/{k}": v for k, v in out["metrics"].items()}, out["steps"])
             record = unit_record(plan, unit, out["metrics"], [], train_flops=out["train_flops"], params=out["params"],
                                  steps=out["steps"], precision=cell.config.pretrain.precision,
-                                 flops_convention=cell.config.pretrain.flops_convention, wall_s=wall,
-                                 train_tokens=out["train_tokens"],
+                                 flops_convention=cell.config.pretrain.flops_convention,
+                                 **_pretrain_wall(wall, out), train_tokens=out["train_tokens"],
                                  **{k: v for k, v in out.items() if k.startswith("train_flops_")},
                                  **({"evals": out["evals"]} if out["evals"] else {}))
         else:

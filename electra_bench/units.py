@@ -148,7 +148,8 @@ def settings_for(run: RunConfig, steps: int, device: str) -> PretrainSettings:
 def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None) -> dict:
     """Pre-train one cell into `out_dir`; returns {"metrics", "train_flops", "params", "steps", "train_tokens",
     "evals"} and the FLOPs under each convention (`train_flops_official`, `train_flops_compute`; train_flops is the
-    run's convention's). `evals`: every held-out evaluation, {"step", "tokens", **metrics} (empty when unknown)."""
+    run's convention's). `evals`: every held-out evaluation, {"step", "tokens", **metrics} (empty when unknown).
+    `resumed_at`, `prior_wall_s`: where this process started and the earlier processes' time (pretrain's clock)."""
     tokenizer, tok_id = get_tokenizer(run, env)
     train, held = get_blocks(run, tokenizer, tok_id, env)
     vocab = vocab_of(tokenizer)
@@ -168,14 +169,15 @@ def run_pretrain(run: RunConfig, env: Env, out_dir: Path, log=lambda m, s: None)
     fps = flops_per_step(run, vocab.size)
     log({"pretrain/flops_per_step": fps, "pretrain/steps": steps, "pretrain/train_blocks": len(train)}, 0)
     history: list[dict] = []
-    metrics = pretrain(algorithm, train, held, settings, out_dir, tokenizer, log, env.show_progress, history)
+    clock: dict = {}
+    metrics = pretrain(algorithm, train, held, settings, out_dir, tokenizer, log, env.show_progress, history, clock)
     params = sum(p.numel() for p in objective.encoder().parameters())
     by_convention = {f"train_flops_{c}": flops_per_step(run, vocab.size, c) * steps for c in flops.CONVENTIONS}
     per_step = run.pretrain.batch_size * run.corpus.max_seq_length  # token slots (packed blocks: ~no padding)
     evals = [{"tokens": e["step"] * per_step, **e} for e in history]
     return {"metrics": metrics, "train_flops": fps * steps, "params": params, "steps": steps,
             "train_tokens": steps * per_step,
-            "evals": evals, **by_convention}
+            "evals": evals, **clock, **by_convention}
 
 
 

@@ -212,6 +212,12 @@ def test_kill_during_pretraining_resumes_from_saved_state(killed_twice):
     assert state_step(k.state) == STEPS
     pre = [r for r in read_all(k.records) if r["unit"] == "pretrain"]
     assert len(pre) == 1 and pre[0]["steps"] == STEPS
+    # Its time is the whole run's: run 2's plus run 1's training loop up to the state it resumed from.
+    import torch
+
+    loop_s = torch.load(k.state, map_location="cpu", weights_only=False)["wall_s"]
+    assert pre[0]["resumed_at_step"] == k.step_at_kill_1 and "wall_s_partial" not in pre[0]
+    assert 0 < loop_s <= pre[0]["wall_s"]
     assert all((k.state.parent / f"checkpoint-{p}pct" / "config.json").is_file() for p in (25, 50, 100))
     # Resumed, not restarted: train/loss points up to the saved step were logged by run 1 only. (Points after it,
     # up to the kill, are logged again by run 2, which recomputes those steps from the saved state.)
