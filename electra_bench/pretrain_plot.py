@@ -16,7 +16,7 @@ from pathlib import Path
 
 FILE = "pretraining.png"
 # (metric, its dashed baseline or None, y label): the panels, in order
-PANELS = (("disc_auc", "lookup_auc", "held-out RTD AUC (dashed: context-free lookup)"),
+PANELS = (("disc_auc", "lookup_auc", "held-out RTD AUC\n(dashed: context-free lookup)"),
           ("token_cosine", None, "top-layer mean token cosine"),
           ("gen_mlm_acc", None, "masked-LM accuracy"))
 METRICS = tuple(m for panel in PANELS for m in panel[:2] if m)  # what a line keeps of each evaluation
@@ -60,6 +60,7 @@ def pretrain_figure(records: Sequence[dict]) -> PretrainFigure | None:
 def draw_pretraining(fig_data: PretrainFigure, out_png: str | Path) -> Path:
     """PNG of a PretrainFigure: one panel per metric some run has, tokens on a shared log x axis."""
     from matplotlib.figure import Figure as MplFigure  # imported here: tables render without matplotlib until a plot
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     panels = [p for p in PANELS if any(p[0] in line.points for line in fig_data.lines)]
     fig = MplFigure(figsize=(4.2 * max(1, len(panels)), 3.6))
@@ -75,7 +76,10 @@ def draw_pretraining(fig_data: PretrainFigure, out_png: str | Path) -> Path:
                 ax.plot(xs, ys, ls="--", color=colours[line.name], alpha=0.7)
         if metric == "disc_auc":
             ax.axhline(0.5, color="gray", lw=0.8, ls=":")  # chance
-        ax.set_xscale("log")
+        ax.set_xscale("log")  # ticks 1M, 2M, 5M, 10M, ... (matplotlib's labelled minor ticks overlap on short spans)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g}M"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("pre-training tokens")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

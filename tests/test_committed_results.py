@@ -1,7 +1,8 @@
 """Every committed results/<suite>/table.{md,tex,csv} is what its records render to, byte for byte: nothing in
 results/ is edited by hand.
 
-The suite file is found by name (results/<name>/ <-> suites/<name>.yaml)."""
+The suite file is found by name (results/<name>/ <-> suites/<name>.yaml); its records are placed in its plan's
+cells as `electra-bench table` places them (suite.as_planned: run keys read the data root, ELECTRA_BENCH_DATA)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from electra_bench.config import load_suite
 from electra_bench.results import read_records
+from electra_bench.suite import as_planned, make_plan
 from electra_bench.tables import render_all
 from electra_bench.verdicts import judge
 
@@ -24,7 +26,7 @@ def test_committed_table_matches_its_records(folder, tmp_path):
     suite_file = REPO / "suites" / f"{name}.yaml"
     assert suite_file.exists(), f"no suite file for {folder}"
     suite = load_suite(suite_file)
-    records = read_records(folder / "records.jsonl")
+    records = as_planned(make_plan(suite), read_records(folder / "records.jsonl"))
     spec = suite.table_spec
     render_all(records, spec, tmp_path, judge(records, spec))
     for name in ("table.md", "table.tex", "table.csv"):
