@@ -107,13 +107,27 @@ class RTDMeter:
         if self.total is None:
             self.keys, self.total = keys, values
         else:
-            if keys != self.keys:
-                raise ValueError(f"the objective's counts changed from {self.keys} to {keys} within a log window")
+            if keys != self.keys:  # a two-stage run's discriminator joins mid-window: its counts start at zero
+                self._widen(keys)
+                values = self._aligned(keys, values)
             self.total = self.total + values
         self.n += 1
         if out.disc_probs is not None:
             self.probs.append(out.disc_probs.float())
             self.labels.append(out.disc_labels.float())
+
+    def _widen(self, keys: tuple[str, ...]) -> None:
+        """Add `keys` the window has not seen, summed as zero so far (counts are sums: a ratio of them covers the
+        steps that had them); no host read."""
+        new = tuple(k for k in keys if k not in self.keys)
+        if new:
+            self.keys = (*self.keys, *new)
+            self.total = torch.cat([self.total, self.total.new_zeros(len(new))])
+
+    def _aligned(self, keys: tuple[str, ...], values: torch.Tensor) -> torch.Tensor:
+        """`values` (named by `keys`) in the window's key order, zero where a step lacks a key."""
+        out = values.new_zeros(len(self.keys))
+        return out.index_copy(0, torch.tensor([self.keys.index(k) for k in keys], device=values.device), values)
 
     def read(self) -> dict[str, float]:
         """The sums, in one device-to-host transfer ({} when nothing was added)."""

@@ -171,6 +171,23 @@ def test_rtd_meter_by_hand():
     assert (m["loss"], m["gen_loss"], m["disc_loss"]) == (2.0, 1.0, 0.5)
 
 
+def test_rtd_meter_window_where_the_discriminator_joins_mid_window():
+    """Two-stage training: stage one's steps report generator counts only, stage two's add the discriminator's. A
+    log window spanning the switch (it failed the two-stage lever row at its switch step) sums each count over the
+    steps that had it."""
+    meter = RTDMeter()
+    gen = {"n_selected": 4.0, "sampled_correct": 1.0, "gen_correct": 2.0}
+    disc = {"disc_tp": 3.0, "disc_fp": 1.0, "disc_fn": 2.0, "disc_tn": 4.0, "n_scored": 10.0, "n_replaced": 5.0}
+    as_t = lambda d: {k: torch.tensor(v) for k, v in d.items()}  # noqa: E731
+    meter.add(PretrainOutput(torch.tensor(2.0), torch.tensor(2.0), torch.tensor(0.0), as_t(gen)))
+    meter.add(PretrainOutput(torch.tensor(4.0), torch.tensor(1.0), torch.tensor(0.5), as_t({**gen, **disc})))
+    meter.add(PretrainOutput(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0), as_t(gen)))  # and back
+    m = meter.metrics()
+    assert m["gen_mlm_acc"] == pytest.approx(0.5) and m["sampled_acc"] == pytest.approx(0.25)  # 6 / 12, 3 / 12
+    assert m["disc_recall"] == pytest.approx(0.6) and m["disc_acc"] == pytest.approx(0.7)  # stage two's step only
+    assert m["loss"] == pytest.approx(7 / 3)
+
+
 def test_rtd_meter_has_no_auc_with_one_class():
     meter = RTDMeter()
     meter.add(PretrainOutput(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0), {},
