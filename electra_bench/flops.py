@@ -133,10 +133,10 @@ def _mlm_model_forward(d: EncoderDims, seq_len: int, predicted_frac: float, conv
 def _forward_flops_per_token(
     disc: EncoderDims, gen: EncoderDims | None, objective: str, seq_len: int, mask_prob: float,
     convention: Convention,
-) -> float:
-    """Forward FLOPs per input token for one objective of Paper Table 5 (generator + main model)."""
+) -> tuple[float, float]:
+    """Forward FLOPs per input token for one objective of Paper Table 5: (generator, main model)."""
     if objective == "mlm":  # BERT: one encoder, MLM head at the masked positions; no generator
-        return _mlm_model_forward(disc, seq_len, mask_prob, convention)
+        return 0.0, _mlm_model_forward(disc, seq_len, mask_prob, convention)
     # Generator: an MLM over the masked positions. gen=None is the "unigram" generator (Paper Fig. 3 left):
     # sampling from fixed token frequencies costs nothing next to a network.
     generator = 0.0 if gen is None else _mlm_model_forward(gen, seq_len, mask_prob, convention)
@@ -149,7 +149,7 @@ def _forward_flops_per_token(
         main = _mlm_model_forward(disc, seq_len, mask_prob, convention)
     else:  # all_tokens_mlm: MLM softmax at every position plus a sigmoid copy gate and the mixture (Paper §3.5)
         main = _mlm_model_forward(disc, seq_len, 1.0, convention) + binary_head_flops_per_token(disc) + COPY_MIX_FLOPS
-    return generator + main
+    return generator, main
 
 
 # Backward = forward (GR), so a training step costs twice the forward pass.
@@ -164,6 +164,7 @@ def train_flops_per_step(
     batch_size: int,
     mask_prob: float = 0.15,
     convention: Convention = "official",
+    two_stage_switch: float | None = None,
 ) -> float:
     """FLOPs of one pre-training step (forward + backward) over batch_size x seq_len tokens.
 
@@ -171,6 +172,9 @@ def train_flops_per_step(
     the ELECTRA-family objectives (None = unigram generator, cost 0); it is ignored for "mlm". `mask_prob` is
     the fraction of positions that get an MLM softmax (and the ELECTRA-15% loss); see OFFICIAL_OUTPUT_FRAC.
     `convention`: how embedding lookups count (CONVENTION_NAMES).
+    `two_stage_switch`: the two-stage algorithm's fraction of steps training G alone (Paper §3.2); the result is
+    then the mean step over both stages: stage one trains G alone (G forward + backward), stage two trains D with
+    G frozen (G forward only, D forward + backward). None: the joint step, G and D both trained every step.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective '{objective}'{did_you_mean(objective, OBJECTIVES)}; "
@@ -180,8 +184,15 @@ def train_flops_per_step(
                          f"{seq_len}, {batch_size}")
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown FLOPs convention '{convention}'; known: {', '.join(CONVENTIONS)}")
-    per_token = _forward_flops_per_token(disc, gen, objective, seq_len, mask_prob, convention)
-    return TRAIN_FLOPS_MULTIPLIER * batch_size * seq_len * per_token
+    if two_stage_switch is not None and not 0 < two_stage_switch < 1:
+        raise ValueError(f"need 0 < two_stage_switch < 1; got {two_stage_switch}")
+    generator, main = _forward_flops_per_token(disc, gen, objective, seq_len, mask_prob, convention)
+    if two_stage_switch is None:
+        trained = TRAIN_FLOPS_MULTIPLIER * (generator + main)
+    else:  # stage one: G trained; stage two: G only proposes (forward), D trained
+        trained = (two_stage_switch * TRAIN_FLOPS_MULTIPLIER * generator
+                   + (1 - two_stage_switch) * (generator + TRAIN_FLOPS_MULTIPLIER * main))
+    return batch_size * seq_len * trained
 
 
 def inference_flops(disc: EncoderDims, seq_len: int, convention: Convention = "official") -> float:

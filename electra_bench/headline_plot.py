@@ -93,6 +93,9 @@ def draw_headline(fig_data: HeadlineFigure, out_png: str | Path) -> Path:
                 ax.text(0.02 if empty else 0.99, y if empty else y + 0.36, f"no finished run: {text}" if empty
                         else text, transform=beside, ha="left" if empty else "right", va="center",
                         fontsize="x-small" if empty else "xx-small", color="tab:red")
+            elif row.median is None and not row.seeds:
+                ax.text(0.02, y, "not run yet", transform=beside, ha="left", va="center", fontsize="x-small",
+                        color="tab:gray")
         direction = "higher" if panel.higher_is_better else "lower"
         ax.set_title(panel.task, fontsize="medium")
         ax.set_xlabel(f"{panel.metric} ({direction} is better)" if panel.metric else "no finished run")

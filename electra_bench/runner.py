@@ -26,6 +26,7 @@ from .suite import (
     failed_units,
     failure_reason,
     model_dir,
+    planned_cells,
     pretrain_dir,
     store_record,
     stored_record,
@@ -55,7 +56,7 @@ def render(plan: Plan) -> list[Path]:
     if not records and not failures:
         return []
     spec = plan.suite.table_spec
-    return render_all(records, spec, plan.records_path.parent, judge(records, spec), failures)
+    return render_all(records, spec, plan.records_path.parent, judge(records, spec), failures, planned_cells(plan))
 
 
 def resolved_config(plan: Plan) -> str:

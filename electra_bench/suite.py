@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import results as results_mod
+from .claims import CellInfo
 from .config import Cell, Suite
 from .robustness import PERTURB_VERSION
 from .schema import RunConfig
@@ -38,8 +39,9 @@ from .tasks import TaskSpec, default_data_root
 
 CODE_VERSION = "1"  # bump when a change alters what a unit computes
 # Per-algorithm versions, in the pre-training key only for the algorithm named (other keys stay): bump when a change
-# alters what that algorithm computes. two_stage 2: G truly frozen in stage two (issue 14).
-ALGORITHM_VERSIONS = {"two_stage": "2"}
+# alters what that algorithm computes. two_stage 2: G truly frozen in stage two (issue 14); 3: FLOPs (so the steps
+# that spend a `budget_flops`) count stage one as G alone and stage two as G forward + D, not both trained every step.
+ALGORITHM_VERSIONS = {"two_stage": "3"}
 NON_SEMANTIC = ("pretrain.eval_every", "pretrain.eval_batches", "pretrain.log_every", "pretrain.device",
                 "finetune.device", "finetune.save_model",  # where a unit runs, what it also writes
                 # speed-only GPU options (issue 15): other kernels for the same arithmetic, like `device`
@@ -237,6 +239,12 @@ def failed_units(plan: Plan) -> list[results_mod.Failure]:
     return [results_mod.Failure(u.cell.label, u.cell.axes, u.kind, u.task, u.seed, pretrain_seed_of(u.cell),
                                 u.status == "blocked", u.reason)
             for u in plan.units if u.status in ("failed", "blocked")]
+
+
+def planned_cells(plan: Plan) -> list[CellInfo]:
+    """The plan's cells as table rows name them (claims.CellInfo, one per label: a cell's pretraining-seed copies
+    share its row), in the plan's order; tables show a cell with no record yet as not run."""
+    return list({u.cell.label: CellInfo(u.cell.label, u.cell.label, u.cell.axes) for u in plan.units}.values())
 
 
 def as_planned(plan: Plan, records: Iterable[dict]) -> list[dict]:

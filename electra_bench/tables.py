@@ -12,6 +12,7 @@ reads the clock.
 Failed units (`results.Failure`, passed beside the records: they left no record) are counted in their entries: a
 cell whose every unit failed keeps its row, an entry with no finished unit shows `✗ (k failed)` instead of the
 `–` of one not run yet, a partly failed one counts its failed seeds after n, and a legend under the table says so.
+The plan's cells (`planned`) are rows too: a cell of the suite with no record yet shows `–`, not nothing.
 A table without failures renders exactly as before they were counted.
 
 The spec is a `claims.TableSpec` (a suite's `claims.table_spec`, or `TableSpec.from_mapping` of the keys of
@@ -135,15 +136,17 @@ def _unfinished(failures: Sequence[Failure]) -> dict[tuple[str, str | None], tup
 
 
 def build_table(records: Sequence[dict], spec: TableSpec | Mapping, verdicts: Sequence[Verdict] = (),
-                failures: Sequence[Failure] = ()) -> Table:
+                failures: Sequence[Failure] = (), planned: Sequence[CellInfo] = ()) -> Table:
     """Aggregate records once into a Table following `spec` (see the module docstring for its keys); `verdicts`: the
     claims judged by verdicts.judge, printed as they are; `failures`: the suite's failed and blocked units
-    (suite.failed_units), counted in their entries: a cell whose every unit failed still gets its row."""
+    (suite.failed_units), counted in their entries: a cell whose every unit failed still gets its row; `planned`:
+    the suite's cells (suite.planned_cells), each a row, `–` where it has not run yet."""
     spec = as_spec(spec, records)
     infos, stats, pre = cell_infos(records), aggregate(records), pretrain_summary(records)
     by = {(s.cell, s.task): s for s in stats}
     unfinished = _unfinished(failures)
-    row_infos = {**{f.cell: CellInfo(f.cell, f.cell, f.axes) for f in failures}, **infos}
+    row_infos = {**{c.cell: c for c in planned}, **{f.cell: CellInfo(f.cell, f.cell, f.axes) for f in failures},
+                 **infos}
     cells = _row_cells(row_infos, spec.rows)
     glue_tasks = list(spec.glue_tasks)
     columns = spec.shown_columns
@@ -354,12 +357,13 @@ def render_csv(table: Table) -> str:
 
 
 def render_all(records: Sequence[dict], spec: TableSpec | Mapping, out_dir: str | Path,
-               verdicts: Sequence[Verdict] = (), failures: Sequence[Failure] = ()) -> list[Path]:
+               verdicts: Sequence[Verdict] = (), failures: Sequence[Failure] = (),
+               planned: Sequence[CellInfo] = ()) -> list[Path]:
     """Write table.md (with `verdicts`), table.tex, table.csv, the headline figure and the spec's plots into
-    out_dir; `failures` as for build_table. Returns the paths."""
+    out_dir; `failures` and `planned` as for build_table. Returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(records, spec, verdicts, failures)
+    table = build_table(records, spec, verdicts, failures, planned)
     paths = []
     for name, text in (("table.md", render_markdown(table)), ("table.tex", render_latex(table)),
                        ("table.csv", render_csv(table))):

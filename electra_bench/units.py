@@ -116,7 +116,8 @@ def flops_per_step(run: RunConfig, vocab_size: int, convention: str | None = Non
     if pre.objective != "mlm" and pre.generator_size != "unigram":
         gen = flops.EncoderDims.from_dims(generator_dims(dims, float(pre.generator_size)), vocab_size)
     return flops.train_flops_per_step(disc, gen, pre.objective, run.corpus.max_seq_length, pre.batch_size,
-                                      pre.mask_prob, convention or pre.flops_convention)
+                                      pre.mask_prob, convention or pre.flops_convention,
+                                      pre.two_stage_switch if pre.algorithm == "two_stage" else None)
 
 
 def planned_steps(run: RunConfig, vocab_size: int) -> int:

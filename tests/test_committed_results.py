@@ -11,7 +11,7 @@ import pytest
 
 from electra_bench.config import load_suite
 from electra_bench.results import read_records
-from electra_bench.suite import as_planned, make_plan
+from electra_bench.suite import as_planned, make_plan, planned_cells
 from electra_bench.tables import render_all
 from electra_bench.verdicts import judge
 
@@ -26,9 +26,10 @@ def test_committed_table_matches_its_records(folder, tmp_path):
     suite_file = REPO / "suites" / f"{name}.yaml"
     assert suite_file.exists(), f"no suite file for {folder}"
     suite = load_suite(suite_file)
-    records = as_planned(make_plan(suite), read_records(folder / "records.jsonl"))
+    plan = make_plan(suite)
+    records = as_planned(plan, read_records(folder / "records.jsonl"))
     spec = suite.table_spec
-    render_all(records, spec, tmp_path, judge(records, spec))
+    render_all(records, spec, tmp_path, judge(records, spec), planned=planned_cells(plan))
     for name in ("table.md", "table.tex", "table.csv"):
         if (folder / name).exists():
             assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name

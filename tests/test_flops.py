@@ -122,3 +122,20 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError):
         steps_for_budget(1e18, 0.0)
     assert steps_for_budget(10.0, 3.0) == 3
+
+
+def test_two_stage_counts_g_alone_then_g_forward_and_d_trained():
+    """Paper §3.2: stage one trains G alone, stage two trains D with G frozen (G only proposes: forward, no
+    backward). Counting it as the joint step (G and D both trained every step) gave a budgeted two-stage run ~60%
+    of the others' compute at tiny scale (issue 14: 1.0 h of wall time against ~2.2 h for the joint rows)."""
+    gen = gen_of("small", 256)  # G = D, as two-stage needs
+    joint = train_flops_per_step(SMALL, gen, "electra", 128, 128)
+    g_only = train_flops_per_step(SMALL, gen, "electra", 128, 128, two_stage_switch=0.999999)
+    d_only = train_flops_per_step(SMALL, gen, "electra", 128, 128, two_stage_switch=1e-6)
+    half = train_flops_per_step(SMALL, gen, "electra", 128, 128, two_stage_switch=0.5)
+    assert half == pytest.approx((g_only + d_only) / 2, rel=1e-5)
+    g_fwd = g_only / 2  # stage one is G's forward + backward = 2 x G's forward
+    assert d_only == pytest.approx(joint - g_fwd, rel=1e-5)  # stage two drops only G's backward
+    assert 0.55 < half / joint < 0.7
+    with pytest.raises(ValueError, match="two_stage_switch"):
+        train_flops_per_step(SMALL, gen, "electra", 128, 128, two_stage_switch=1.0)

@@ -358,3 +358,26 @@ def test_a_record_reused_by_run_key_lands_in_the_row_of_this_suites_cell(tmp_pat
     md = (plan.records_path.parent / "table.md").read_text()
     body = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| row")]
     assert body == ["| ELECTRA | ✗ (2 blocked) |", "| BERT | ✗ (2 failed) |", "| random init | 60.0 (1; 1 failed) |"]
+
+
+def test_a_cell_of_the_suite_not_run_yet_is_a_row_of_dashes(tmp_path):
+    """Rows are the plan's cells, not only those with records: a lever not run yet reads `–`, rather than vanishing
+    from the table as if it had never been planned."""
+    from electra_bench.config import load_suite
+    from electra_bench.results import append_record
+    from electra_bench.runner import render
+    from electra_bench.suite import make_plan, planned_cells, unit_record
+
+    (tmp_path / "partial.yaml").write_text(FAILING_SUITE.format(tmp=tmp_path))
+    plan = make_plan(load_suite(tmp_path / "partial.yaml"), tmp_path)
+    assert [c.name for c in planned_cells(plan)] == ["ELECTRA", "BERT", "random init"]
+    unit = {(u.cell.label, u.kind, u.seed): u for u in plan.units}
+    append_record(plan.records_path, unit_record(plan, unit[("random init", "finetune", 0)], {"accuracy": 60.0}, [],
+                                                 headline_metric="accuracy", headline=60.0, higher_is_better=True,
+                                                 n_train=80, n_dev=30, wall_s=3.0))
+    render(plan)
+    md = (plan.records_path.parent / "table.md").read_text()
+    body = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert sorted(body) == sorted(["| ELECTRA | – |", "| BERT | – |", "| random init | 60.0 (1) |"])
+    assert LEGEND not in md  # nothing failed: only not run
+    assert (plan.records_path.parent / "headline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
