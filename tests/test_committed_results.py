@@ -49,3 +49,17 @@ def test_readme_verdict_table_matches_the_records():
     block = text[marker_end + len("-->"):text.index(END, start)].strip("\n") + "\n"
     assert suites and all((REPO / s).exists() for s in suites)
     assert block == markdown(claim_rows([REPO / s for s in suites], REPO))
+
+
+def test_readme_quotes_the_off_plan_two_stage_intervals():
+    """The README's intervals for the two-stage run outside cpu_budget_levers' plan are what its script prints."""
+    import importlib.util
+
+    script = REPO / "results" / "cpu_budget_levers" / "two_stage_62pct.py"
+    spec = importlib.util.spec_from_file_location("two_stage_62pct", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for line in module.lines():
+        interval = line.split(": ", 1)[1].split(" (")[0]  # "+1.70 [-0.40, +3.80]"
+        assert interval in readme, line
